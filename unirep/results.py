@@ -73,13 +73,13 @@ class ResultRecord:
 
 
 
-def _slug(text: str) -> str:
+def slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9._=-]+", "_", text)
 
 
 def record_path(out_dir: str | Path, backbone: str, task: str, protocol: str, seed: int) -> Path:
     """records/<backbone>/<task>/<protocol>-seed<seed>.json under the run directory."""
-    return Path(out_dir) / "records" / _slug(backbone) / _slug(task) / f"{_slug(protocol)}-seed{seed}.json"
+    return Path(out_dir) / "records" / slug(backbone) / slug(task) / f"{slug(protocol)}-seed{seed}.json"
 
 
 def write_record(out_dir: str | Path, record: ResultRecord) -> Path:

@@ -38,15 +38,24 @@ class DataConfig:
         return replace(self, **{k: v for k, v in overrides.items() if v is not None})
 
     def transform(self) -> T.Compose:
-        """Eval transform: no augmentation (Kornblith et al.: resize + centre crop)."""
+        """Eval transform of one PIL image to a normalised float tensor (no augmentation: Kornblith et al.'s
+        resize + centre crop). Equal to `normalize_batch(geometry_transform()(img)[None])[0]`."""
+        return T.Compose([self.geometry_transform(), T.Lambda(lambda x: self.normalize_batch(x[None])[0])])
+
+    def geometry_transform(self) -> T.Compose:
+        """Per-image part: resize + centre crop on uint8 (cheap; run in the data loader)."""
         resize = int(round(self.input_size / self.crop_pct))
         return T.Compose([
             T.ToImage(),
             T.Resize(resize, interpolation=INTERPOLATIONS[self.interpolation], antialias=True),
             T.CenterCrop(self.input_size),
-            T.ToDtype(torch.float32, scale=True),
-            T.Normalize(self.mean, self.std),
         ])
+
+    def normalize_batch(self, batch: torch.Tensor) -> torch.Tensor:
+        """Per-batch part: uint8 (B, 3, H, W) -> normalised float, one vectorised op for the whole batch."""
+        mean = torch.tensor(self.mean, device=batch.device).view(1, 3, 1, 1) * 255.0
+        std = torch.tensor(self.std, device=batch.device).view(1, 3, 1, 1) * 255.0
+        return (batch.float() - mean) / std
 
     def to_dict(self) -> dict:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
@@ -88,6 +97,10 @@ class Backbone(nn.Module):
 
     def forward_source_logits(self, x: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError(f"backbone {self.name!r} has no source classification head")
+
+    def forward_with_source_logits(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Features and source logits of one batch; subclasses override to share one forward pass."""
+        return self(x), self.forward_source_logits(x)
 
     def identity(self) -> dict:
         """What produced the features: part of every cache key and result record."""

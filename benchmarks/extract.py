@@ -1,0 +1,66 @@
+"""Our extraction pipeline's images/s vs the bare model forward on ready tensors (same backbone, batch, threads).
+
+The pipeline does everything a user's run does (read PIL images from the task, resize + crop, normalise,
+forward, copy out); the reference only runs `backbone(x)` on a pre-built normalised tensor. Target: >= 0.9x.
+
+    .venv/bin/python benchmarks/extract.py [--backbone mobilenetv2_100.packaged_in1k] [--task fashion-mnist]
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import torch
+
+from unirep.backbones import create_backbone
+from unirep.features import ExtractionSettings, extract_features
+from unirep.tasks import create_task
+
+
+def bare_forward_images_per_second(backbone, batch: torch.Tensor, n_images: int, settings) -> float:
+    device = settings.resolved_device()
+    backbone.eval().to(device)
+    if settings.channels_last:
+        batch = batch.contiguous(memory_format=torch.channels_last)
+    with torch.inference_mode(), settings.autocast(device):
+        backbone(batch)  # warm-up
+        start, done = time.perf_counter(), 0
+        while done < n_images:
+            backbone(batch).float().cpu()
+            done += len(batch)
+    return done / (time.perf_counter() - start)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--backbone", default="mobilenetv2_100.packaged_in1k")
+    parser.add_argument("--task", default="fashion-mnist")
+    parser.add_argument("--split", default="test")
+    parser.add_argument("--input-size", type=int, default=64)
+    parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--n", type=int, default=4096, help="images timed")
+    parser.add_argument("--precision", default="fp32")
+    parser.add_argument("--channels-last", action="store_true")
+    args = parser.parse_args()
+    torch.set_num_threads(torch.get_num_threads())
+    settings = ExtractionSettings(batch_size=args.batch_size, precision=args.precision,
+                                  channels_last=args.channels_last)
+    backbone = create_backbone(args.backbone, input_size=args.input_size)
+    images = create_task(args.task).split(args.split)
+    images = images.subset(range(min(args.n, len(images))))
+    size = backbone.data_config.input_size
+    ready = torch.randn(args.batch_size, 3, size, size)
+    extract_features(backbone, images.subset(range(args.batch_size)), settings)  # warm-up
+    reference = bare_forward_images_per_second(backbone, ready, len(images), settings)
+    got = extract_features(backbone, images, settings)
+    pipeline = len(images) / got.seconds
+    print(f"backbone={args.backbone} task={args.task} n={len(images)} input={size}px batch={args.batch_size} "
+          f"precision={args.precision} channels_last={args.channels_last} threads={torch.get_num_threads()}")
+    print(f"bare forward on ready tensors: {reference:8.1f} img/s")
+    print(f"unirep extraction pipeline:    {pipeline:8.1f} img/s")
+    print(f"ratio pipeline / bare: {pipeline / reference:.2f}x (target >= 0.90x)")
+
+
+if __name__ == "__main__":
+    main()

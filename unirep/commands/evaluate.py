@@ -1,0 +1,82 @@
+"""`unirep eval` and `unirep extract`: backbones x tasks -> cached features -> probes -> records."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+from unirep.commands import Command, register_command
+from unirep.config import EvalConfig, backbone_specs, load_config
+
+
+def add_run_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("items", nargs="*", metavar="BACKBONE|KEY=VALUE",
+                        help="backbone names (see `unirep list backbones`) and config overrides as key=value "
+                        "(e.g. linear.n_c=10 input_size=96)")
+    parser.add_argument("--tasks", nargs="+", help="task or suite names (see `unirep list tasks|suites`)")
+    parser.add_argument("--config", help="YAML config (see configs/); command-line values override it")
+    parser.add_argument("--out", help="run directory for records and the resolved config")
+    parser.add_argument("--cache-dir", help="feature cache directory")
+
+
+def config_from_args(args: argparse.Namespace, **extra) -> object:
+    backbones = [item for item in args.items if "=" not in item]
+    dotlist = [item for item in args.items if "=" in item]
+    tasks = [t for group in (args.tasks or []) for t in group.split(",") if t]
+    return load_config(EvalConfig, args.config, dotlist, backbones=backbones or None, tasks=tasks or None,
+                       out=args.out, cache_dir=args.cache_dir, **extra)
+
+
+@register_command("eval")
+class EvalCommand(Command):
+    help = "Evaluate backbones on target tasks with probes (records skipped when present: re-run to resume)."
+
+    def add_arguments(self, parser: argparse.ArgumentParser) -> None:
+        add_run_arguments(parser)
+        parser.add_argument("--protocols", help="comma-separated, e.g. linear,knn (see `unirep list protocols`)")
+        parser.add_argument("--force", action="store_true", default=None, help="recompute existing records")
+
+    def run(self, args: argparse.Namespace) -> int:
+        from unirep.evaluate import evaluate, summary_table
+
+        protocols = args.protocols.split(",") if args.protocols else None
+        cfg = config_from_args(args, protocols=protocols, force=args.force)
+        start = time.perf_counter()
+        records = evaluate(cfg)
+        print(summary_table(records).to_string(), file=sys.stdout)
+        print(f"\n{len(records)} records in {Path(cfg.out) / 'records'} ({time.perf_counter() - start:.1f} s); "
+              f"resolved config: {Path(cfg.out) / 'config.yaml'}")
+        return 0
+
+
+@register_command("extract")
+class ExtractCommand(Command):
+    help = "Extract (and cache) features of backbones on tasks; optionally export them as .npz files."
+
+    def add_arguments(self, parser: argparse.ArgumentParser) -> None:
+        add_run_arguments(parser)
+        parser.add_argument("--export", help="also write <export>/<backbone>/<task>/<split>.npz (features, labels)")
+
+    def run(self, args: argparse.Namespace) -> int:
+        from unirep.evaluate import build_backbone, extraction_settings
+        from unirep.features import FeatureCache
+        from unirep.fileio import atomic_save_npz
+        from unirep.results import slug
+        from unirep.tasks import create_task, resolve_tasks
+
+        cfg = config_from_args(args)
+        cache, settings = FeatureCache(cfg.cache_dir), extraction_settings(cfg)
+        tasks = [create_task(name) for name in resolve_tasks(list(cfg.tasks))]
+        for spec in backbone_specs(cfg):
+            backbone = build_backbone(spec, cfg)
+            for task in tasks:
+                for split in ("train", "val", "test"):
+                    got = cache.get_or_extract(backbone, task.manifest, split, task.split(split), settings)
+                    state = "cached" if got.cached else f"{len(got.features) / max(got.seconds, 1e-9):.0f} img/s"
+                    print(f"{spec.display_name:32s} {task.name:20s} {split:5s} {got.features.shape} {state}")
+                    if args.export:
+                        path = Path(args.export) / slug(spec.display_name) / task.name / f"{split}.npz"
+                        atomic_save_npz(path, features=got.features, labels=got.labels)
+        return 0

@@ -1,0 +1,148 @@
+"""The evaluation pipeline: task -> loader -> backbone -> feature cache -> protocol -> result record.
+
+`evaluate(cfg)` walks backbones x tasks x protocols x seeds. A record that already exists is skipped (unless
+`force`), so a killed run resumes; a backbone is only built, and features only extracted, when some record
+still needs them.
+"""
+
+from __future__ import annotations
+
+import platform
+import time
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+
+import pandas as pd
+import torch
+from omegaconf import DictConfig
+
+from unirep.backbones import create_backbone
+from unirep.config import BackboneSpec, backbone_specs, save_config, to_container
+from unirep.features import ExtractionSettings, FeatureCache
+from unirep.fileio import ensure_writable_dir
+from unirep.metrics import Metric
+from unirep.probes import FeatureSplit, SealedSplit
+from unirep.protocols import TaskFeatures, create_protocol
+from unirep.results import ResultRecord, read_record, record_path, write_record
+from unirep.tasks import Task, create_task, resolve_tasks
+
+VERSIONED_PACKAGES = ("unirep", "torch", "torchvision", "timm", "scikit-learn", "faiss-cpu", "numpy", "lightning",
+                      "omegaconf")
+
+
+def library_versions() -> dict[str, str]:
+    versions = {"python": platform.python_version()}
+    for package in VERSIONED_PACKAGES:
+        try:
+            versions[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            continue
+    return versions
+
+
+def extraction_settings(cfg: DictConfig) -> ExtractionSettings:
+    return ExtractionSettings(batch_size=cfg.batch_size, num_workers=cfg.num_workers, device=cfg.device,
+                              precision=cfg.precision, channels_last=cfg.channels_last)
+
+
+def build_backbone(spec: BackboneSpec, cfg: DictConfig):
+    return create_backbone(spec.name, pretrained=spec.pretrained, weights=spec.weights, layer=spec.layer,
+                           input_size=spec.input_size or cfg.input_size, seed=spec.seed)
+
+
+@dataclass
+class Job:
+    spec: BackboneSpec
+    task: str
+    protocol: str
+    seed: int
+
+    def path(self, out: Path) -> Path:
+        return record_path(out, self.spec.display_name, self.task, self.protocol, self.seed)
+
+
+def evaluate(cfg: DictConfig) -> list[ResultRecord]:
+    """Run (or resume) every job of `cfg` and return all its records, new and existing.
+
+    Example:
+        >>> cfg = load_config(EvalConfig, dotlist=["backbones=[raw-pixels]", "tasks=[sklearn-digits]"])
+        >>> records = evaluate(cfg)
+    """
+    out = ensure_writable_dir(cfg.out)
+    specs = backbone_specs(cfg)
+    tasks = resolve_tasks(list(cfg.tasks))
+    protocols = {name: create_protocol(name, cfg) for name in cfg.protocols}
+    save_config(cfg, out / "config.yaml")
+    cache = FeatureCache(cfg.cache_dir)
+    settings = extraction_settings(cfg)
+    versions = library_versions()
+    records: list[ResultRecord] = []
+    loaded_tasks: dict[str, Task] = {}
+    for spec in specs:
+        backbone = None
+        for task_name in tasks:
+            jobs = [Job(spec, task_name, p, s) for p in protocols for s in cfg.seeds]
+            pending = [j for j in jobs if cfg.force or not j.path(out).exists()]
+            records.extend(read_record(j.path(out)) for j in jobs if j not in pending)
+            if not pending:
+                continue
+            task = loaded_tasks.get(task_name) or loaded_tasks.setdefault(task_name, create_task(task_name))
+            backbone = backbone or build_backbone(spec, cfg)
+            need_logits = any(protocols[j.protocol].needs_source_logits for j in pending)
+            extract_start = time.perf_counter()
+            splits = {s: cache.get_or_extract(backbone, task.manifest, s, task.split(s), settings, need_logits)
+                      for s in ("train", "val", "test")}
+            extract_seconds = time.perf_counter() - extract_start
+            for job in pending:
+                record = _run_job(job, task, backbone, splits, protocols[job.protocol], cfg, versions,
+                                  extract_seconds)
+                write_record(out, record)
+                records.append(record)
+    return records
+
+
+def _run_job(job, task, backbone, splits, protocol, cfg, versions, extract_seconds) -> ResultRecord:
+    torch.manual_seed(job.seed)
+    data = TaskFeatures(
+        train=FeatureSplit(splits["train"].features, splits["train"].labels),
+        val=FeatureSplit(splits["val"].features, splits["val"].labels),
+        test=SealedSplit(splits["test"].features, splits["test"].labels),
+        source_logits={s: splits[s].source_logits for s in ("train", "val") if splits[s].source_logits is not None},
+    )
+    start = time.perf_counter()
+    outcome = protocol.run(data, Metric(task.card.metric), job.seed)
+    counts = task.manifest.counts
+    return ResultRecord(
+        backbone=job.spec.display_name,
+        task=task.name,
+        protocol=job.protocol,
+        metric=outcome.metric,
+        score=outcome.score,
+        val_score=outcome.val_score,
+        hyperparameters=outcome.hyperparameters,
+        n_train=counts["train"],
+        n_val=counts["val"],
+        n_test=counts["test"],
+        split_manifest=task.manifest.summary(),
+        seed=job.seed,
+        timings={"extract_s": round(extract_seconds, 3), "protocol_s": round(time.perf_counter() - start, 3),
+                 "extract_cached": all(s.cached for s in splits.values())},
+        versions=versions,
+        config=to_container(cfg),
+        backbone_identity=backbone.identity(),
+        test_labels=outcome.test_labels,
+        test_predictions=outcome.test_predictions,
+        extra=outcome.extra,
+    )
+
+
+def summary_table(records: list[ResultRecord]) -> pd.DataFrame:
+    """Backbone x task table of test scores (mean over seeds), one block per protocol."""
+    if not records:
+        return pd.DataFrame()
+    frame = pd.DataFrame([{"protocol": r.protocol, "backbone": r.backbone, "task": r.task, "score": r.score}
+                          for r in records])
+    table = frame.pivot_table(index=["protocol", "backbone"], columns="task", values="score", aggfunc="mean")
+    table["mean"] = table.mean(axis=1)
+    return table.round(2)

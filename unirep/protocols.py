@@ -1,0 +1,96 @@
+"""Evaluation protocols over cached features: each turns a task's (train, val, sealed test) features into one
+outcome. Protocols are registered by name (`linear`, `knn`, ...) and dispatched through the registry.
+
+A protocol only ever sees the test split sealed (`unirep.probes.SealedSplit`): hyperparameters are chosen
+on val inside `Probe.select`, and the test split scores the selected probe once.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+from omegaconf import DictConfig
+
+from unirep.metrics import Metric
+from unirep.probes import FeatureSplit, SealedSplit, create_probe
+from unirep.registry import Registry
+
+
+@dataclass
+class TaskFeatures:
+    """One task's features for one backbone. `source_logits` holds train/val logits when extracted."""
+
+    train: FeatureSplit
+    val: FeatureSplit
+    test: SealedSplit
+    source_logits: dict[str, np.ndarray] = field(default_factory=dict)
+
+
+@dataclass
+class ProtocolOutcome:
+    """What a protocol measured: `score` on test (percent for probes), `val_score` of the selected setting."""
+
+    metric: str
+    score: float
+    val_score: float | None
+    hyperparameters: dict
+    test_labels: list | None = None
+    test_predictions: list | None = None
+    extra: dict = field(default_factory=dict)
+
+
+class Protocol:
+    """Base class. `needs_source_logits`: the protocol uses the backbone's source-classifier logits."""
+
+    needs_source_logits = False
+
+    def __init__(self, cfg: DictConfig):
+        self.cfg = cfg
+
+    def run(self, data: TaskFeatures, metric: Metric, seed: int) -> ProtocolOutcome:  # pragma: no cover
+        raise NotImplementedError
+
+
+PROTOCOLS: Registry[type[Protocol]] = Registry("protocol")
+register_protocol = PROTOCOLS.register
+
+
+def create_protocol(name: str, cfg: DictConfig) -> Protocol:
+    """Build the registered protocol `name` with the run config `cfg` (its section for the protocol is read)."""
+    return PROTOCOLS.get(name)(cfg)
+
+
+def _probe_outcome(probe, data: TaskFeatures, metric: Metric) -> ProtocolOutcome:
+    probe.select(data.train, data.val, metric)
+    test = data.test.evaluate(probe, metric)
+    return ProtocolOutcome(
+        metric=metric.value,
+        score=float(test.score),
+        val_score=float(probe.val_score_),
+        hyperparameters=dict(probe.selected_params_),
+        test_labels=test.labels.tolist(),
+        test_predictions=test.predictions.tolist(),
+        extra={"val_sweep": {str(k): float(v) for k, v in probe.sweep_.items()}},
+    )
+
+
+@register_protocol("linear")
+class LinearProtocol(Protocol):
+    """L-BFGS multinomial logistic regression; C swept on val over 10^linspace(c_min_exp, c_max_exp, n_c),
+    then refit on train+val and scored once on test (Kornblith et al. 2019)."""
+
+    def run(self, data: TaskFeatures, metric: Metric, seed: int) -> ProtocolOutcome:
+        c = self.cfg.linear
+        Cs = np.logspace(c.c_min_exp, c.c_max_exp, c.n_c)
+        probe = create_probe("linear", Cs=Cs, max_iter=c.max_iter, device=c.device)
+        return _probe_outcome(probe, data, metric)
+
+
+@register_protocol("knn")
+class KNNProtocol(Protocol):
+    """Cosine kNN with DINO's weighted vote (exp(sim/T)); k chosen on val, then train+val as the index."""
+
+    def run(self, data: TaskFeatures, metric: Metric, seed: int) -> ProtocolOutcome:
+        probe = create_probe("knn", ks=list(self.cfg.knn.ks), temperature=self.cfg.knn.temperature)
+        return _probe_outcome(probe, data, metric)
