@@ -56,6 +56,21 @@ class KNNProbeConfig:
 
 
 @dataclass
+class FewShotConfig:
+    """Low-data protocols (`linear-5shot`, `knn-10shot`, `linear-1k`...): subsets of the train split drawn per
+    seed; hyperparameters chosen on a val part carved out of the same budget (`val_fraction` of each class,
+    at least one example), never from test. With one example per class there is nothing to validate on, so
+    the probe's `fallback` setting is used (and recorded)."""
+
+    seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
+    val_fraction: float = 0.2
+    vtab_train: int = 800
+    vtab_val: int = 200
+    fallback_C: float = 1.0
+    fallback_k: int = 1
+
+
+@dataclass
 class EvalConfig:
     """Evaluate backbones on tasks with probes/estimators; one record per (backbone, task, protocol, seed)."""
 
@@ -74,6 +89,7 @@ class EvalConfig:
     force: bool = False
     linear: LinearProbeConfig = field(default_factory=LinearProbeConfig)
     knn: KNNProbeConfig = field(default_factory=KNNProbeConfig)
+    fewshot: FewShotConfig = field(default_factory=FewShotConfig)
 
 
 def load_config(schema: type, path: str | Path | None = None, dotlist: list[str] | None = None,

@@ -20,11 +20,12 @@ from omegaconf import DictConfig
 from unirep.backbones import create_backbone
 from unirep.config import BackboneSpec, backbone_specs, save_config, to_container
 from unirep.features import ExtractionSettings, FeatureCache
-from unirep.fileio import ensure_writable_dir
+from unirep.fewshot import mean_ci
+from unirep.fileio import atomic_write_json, ensure_writable_dir
 from unirep.metrics import Metric
 from unirep.probes import FeatureSplit, SealedSplit
 from unirep.protocols import TaskFeatures, create_protocol
-from unirep.results import ResultRecord, read_record, record_path, write_record
+from unirep.results import ResultRecord, read_record, record_path, slug, write_record
 from unirep.tasks import Task, create_task, resolve_tasks
 
 VERSIONED_PACKAGES = ("unirep", "torch", "torchvision", "timm", "scikit-learn", "faiss-cpu", "numpy", "lightning",
@@ -82,7 +83,7 @@ def evaluate(cfg: DictConfig) -> list[ResultRecord]:
     for spec in specs:
         backbone = None
         for task_name in tasks:
-            jobs = [Job(spec, task_name, p, s) for p in protocols for s in cfg.seeds]
+            jobs = [Job(spec, task_name, name, s) for name, protocol in protocols.items() for s in protocol.seeds()]
             pending = [j for j in jobs if cfg.force or not j.path(out).exists()]
             records.extend(read_record(j.path(out)) for j in jobs if j not in pending)
             if not pending:
@@ -97,6 +98,7 @@ def evaluate(cfg: DictConfig) -> list[ResultRecord]:
             for job in pending:
                 record = _run_job(job, task, backbone, splits, protocols[job.protocol], cfg, versions,
                                   extract_seconds)
+                _write_subset_manifest(out, record)
                 write_record(out, record)
                 records.append(record)
     return records
@@ -109,6 +111,7 @@ def _run_job(job, task, backbone, splits, protocol, cfg, versions, extract_secon
         val=FeatureSplit(splits["val"].features, splits["val"].labels),
         test=SealedSplit(splits["test"].features, splits["test"].labels),
         source_logits={s: splits[s].source_logits for s in ("train", "val") if splits[s].source_logits is not None},
+        ids={s: task.manifest.splits[s] for s in ("train", "val")},
     )
     start = time.perf_counter()
     outcome = protocol.run(data, Metric(task.card.metric), job.seed)
@@ -137,12 +140,32 @@ def _run_job(job, task, backbone, splits, protocol, cfg, versions, extract_secon
     )
 
 
+def _write_subset_manifest(out: Path, record: ResultRecord) -> None:
+    """Low-data protocols return the ids of the subset they drew: publish them once per (task, protocol, seed)
+    under <out>/subsets/, keeping only the digest in the record."""
+    subset = record.extra.pop("subset", None)
+    if subset is None:
+        return
+    path = out / "subsets" / slug(record.task) / f"{slug(record.protocol)}-seed{record.seed}.json"
+    if not path.exists():
+        atomic_write_json(path, {"task": record.task, "protocol": record.protocol, "seed": record.seed,
+                                 "split_manifest": record.split_manifest["digest"],
+                                 "digest": record.extra["subset_digest"], **subset})
+
+
 def summary_table(records: list[ResultRecord]) -> pd.DataFrame:
-    """Backbone x task table of test scores (mean over seeds), one block per protocol."""
+    """Backbone x task table of test scores, one block per protocol; with several seeds, mean ± 95 % CI."""
     if not records:
         return pd.DataFrame()
     frame = pd.DataFrame([{"protocol": r.protocol, "backbone": r.backbone, "task": r.task, "score": r.score}
                           for r in records])
-    table = frame.pivot_table(index=["protocol", "backbone"], columns="task", values="score", aggfunc="mean")
-    table["mean"] = table.mean(axis=1)
-    return table.round(2)
+    cells = frame.groupby(["protocol", "backbone", "task"], sort=False)["score"].agg(list)
+    table = cells.map(_format_cell).unstack("task")
+    means = frame.groupby(["protocol", "backbone", "task"])["score"].mean().unstack("task").mean(axis=1)
+    table["mean"] = means.reindex(table.index).map(lambda v: f"{v:.2f}")
+    return table
+
+
+def _format_cell(scores: list[float]) -> str:
+    mean, half = mean_ci(scores)
+    return f"{mean:.2f}" if len(scores) == 1 else f"{mean:.2f}±{half:.2f}"

@@ -7,6 +7,7 @@ on val inside `Probe.select`, and the test split scores the selected probe once.
 
 from __future__ import annotations
 
+import importlib
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -25,6 +26,7 @@ class TaskFeatures:
     val: FeatureSplit
     test: SealedSplit
     source_logits: dict[str, np.ndarray] = field(default_factory=dict)
+    ids: dict[str, list[str]] = field(default_factory=dict)  # example ids of train/val (manifest order)
 
 
 @dataclass
@@ -48,6 +50,10 @@ class Protocol:
     def __init__(self, cfg: DictConfig):
         self.cfg = cfg
 
+    def seeds(self) -> list[int]:
+        """Seeds this protocol runs with (one record each)."""
+        return list(self.cfg.seeds)
+
     def run(self, data: TaskFeatures, metric: Metric, seed: int) -> ProtocolOutcome:  # pragma: no cover
         raise NotImplementedError
 
@@ -57,8 +63,23 @@ register_protocol = PROTOCOLS.register
 
 
 def create_protocol(name: str, cfg: DictConfig) -> Protocol:
-    """Build the registered protocol `name` with the run config `cfg` (its section for the protocol is read)."""
+    """Build the protocol `name` with the run config `cfg` (its section for the protocol is read).
+
+    Example:
+        >>> create_protocol("linear-5shot", cfg).seeds()
+        [0, 1, 2]
+    """
+    _import_protocols()
     return PROTOCOLS.get(name)(cfg)
+
+
+def _import_protocols() -> None:
+    # Protocol families defined elsewhere register themselves (or a name resolver) on import.
+    for module in PROTOCOL_MODULES:
+        importlib.import_module(module)
+
+
+PROTOCOL_MODULES = ("unirep.fewshot",)
 
 
 def _probe_outcome(probe, data: TaskFeatures, metric: Metric) -> ProtocolOutcome:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import fnmatch
 import importlib
 
 from unirep.commands import Command, register_command
@@ -25,9 +26,11 @@ def _list_probes(pattern: str = "*") -> list[str]:
 
 
 def _list_protocols(pattern: str = "*") -> list[str]:
-    from unirep.protocols import PROTOCOLS
+    from unirep.protocols import PROTOCOLS, _import_protocols
 
-    return PROTOCOLS.list(pattern)
+    _import_protocols()
+    patterns = ["linear-<k>shot", "knn-<k>shot", "linear-1k", "knn-1k"]  # resolved by unirep.fewshot
+    return PROTOCOLS.list(pattern) + [p for p in patterns if fnmatch.fnmatch(p, pattern)]
 
 
 @register_command("list")
