@@ -28,4 +28,6 @@ register_command = COMMANDS.register
 COMMAND_MODULES = (
     "unirep.commands.listing",
     "unirep.commands.evaluate",
+    "unirep.commands.universality",
+    "unirep.commands.build",
 )
