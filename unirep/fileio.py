@@ -16,6 +16,15 @@ import numpy as np
 from unirep.errors import OutputError
 
 
+def _current_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+_UMASK = _current_umask()
+
+
 def ensure_writable_dir(path: str | os.PathLike) -> Path:
     """Create `path` if needed and check we can write there; raise OutputError with the fix otherwise."""
     path = Path(path)
@@ -39,6 +48,7 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
             handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
+        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp creates 0600; published files should read like any other
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
