@@ -111,4 +111,5 @@ class Backbone(nn.Module):
             "layer": self.layer,
             "data_config": self.data_config.to_dict(),
             "num_features": self.num_features,
+            "params": sum(p.numel() for p in self.parameters()),
         }

@@ -28,6 +28,8 @@ register_command = COMMANDS.register
 COMMAND_MODULES = (
     "unirep.commands.listing",
     "unirep.commands.evaluate",
+    "unirep.commands.run",
     "unirep.commands.universality",
     "unirep.commands.build",
+    "unirep.commands.train_source",
 )

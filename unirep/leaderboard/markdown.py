@@ -1,0 +1,66 @@
+"""The leaderboard as Markdown tables (one per suite and protocol), for the README and pull requests."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from unirep.leaderboard.blocks import ALL_TASKS, Block
+from unirep.leaderboard.board import Leaderboard
+from unirep.leaderboard.page import SHOWN_AGGREGATES
+
+
+def render_markdown(board: Leaderboard) -> str:
+    lines = [
+        "# unirep leaderboard",
+        "",
+        f"{board.n_records} result records · {len(board.backbones)} backbones · {len(board.tasks)} tasks · "
+        f"reference for mNRG: {board.reference or 'none'} · CIs: {100 * board.level:g}% percentile bootstrap over "
+        f"test examples ({board.n_boot} resamples). Built by `unirep build` from the records alone; "
+        "the sortable page with plots is `index.html`.",
+    ]
+    scores = {(c.backbone, c.task, c.protocol): c.score for c in board.cells}
+    for block in board.blocks:
+        title = "all tasks" if block.suite == ALL_TASKS else f"suite {block.suite}"
+        lines += ["", f"## {block.protocol} · {title} ({len(block.tasks)})", "", block_table(block, scores)]
+        if block.notes:
+            lines += ["", *(f"- {note}" for note in block.notes)]
+    if board.skipped:
+        lines += ["", f"Skipped {len(board.skipped)} malformed record(s):", ""]
+        lines += [f"- `{path}`: {reason}" for path, reason in board.skipped]
+    return "\n".join(lines) + "\n"
+
+
+def block_table(block: Block, scores: dict[tuple[str, str, str], float]) -> str:
+    """Ranked backbones first (by the headline aggregate), then the incomplete ones; aggregates with CIs."""
+    ranks = block.ranks()
+    order = sorted(block.done, key=lambda b: (np.nan_to_num(ranks.get(b, np.nan), nan=np.inf), b))
+    shown = [a for a in SHOWN_AGGREGATES if a in block.names]
+    rows = []
+    for backbone in order:
+        row = {"rank": f"{int(ranks[backbone])}" if backbone in ranks.index else "–", "backbone": _escape(backbone)}
+        for name in shown:
+            row[SHOWN_AGGREGATES[name]] = _with_ci(block, backbone, name)
+        row["tasks"] = f"{block.done[backbone]}/{len(block.tasks)}"
+        for task in block.tasks:
+            score = scores.get((backbone, task, block.protocol))
+            row[_escape(task)] = "–" if score is None else f"{score:.2f}"
+        rows.append(row)
+    frame = pd.DataFrame(rows)
+    align = ["right" if c not in ("backbone",) else "left" for c in frame.columns]
+    return frame.to_markdown(index=False, disable_numparse=True, colalign=align)
+
+
+def _with_ci(block: Block, backbone: str, name: str) -> str:
+    if backbone not in block.aggregates.index:
+        return "–"
+    row = block.aggregates.loc[backbone]
+    text = f"{row[name]:.2f}"
+    if np.isfinite(row[f"{name}_low"]) and np.isfinite(row[f"{name}_high"]):
+        text += f" [{row[f'{name}_low']:.2f}, {row[f'{name}_high']:.2f}]"
+    return text
+
+
+def _escape(text: str) -> str:
+    # A pipe would end the Markdown cell early.
+    return text.replace("|", "\\|")
