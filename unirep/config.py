@@ -71,6 +71,47 @@ class FewShotConfig:
 
 
 @dataclass
+class FineTuneConfig:
+    """Fine-tuning (`finetune` protocol, `unirep finetune`; unirep.finetune). Defaults are sized for 2 CPU cores.
+
+    Every candidate learning rate trains on train with early stopping on val; the best val score picks the
+    learning rate and the epoch count; `refit` says what is scored on test: "train+val" retrains from the
+    pretrained weights on train+val with the chosen settings, "train" keeps the train-only model of the best epoch.
+    Modes: full (everything trains), last-k (the last `last_k` stages and the head), lp-ft (a head-only phase,
+    `lp_lrs`/`lp_max_epochs`, then everything at `lrs` x `lpft_lr_factor`; Kumar et al. 2022).
+    """
+
+    mode: str = "full"
+    last_k: int = 1
+    lrs: list[float] = field(default_factory=lambda: [0.03, 0.01, 0.003])
+    max_epochs: int = 6
+    patience: int = 2  # epochs without a better val score before a candidate stops
+    refit: str = "train+val"
+    lp_lrs: list[float] = field(default_factory=lambda: [0.1])
+    lp_max_epochs: int = 4
+    lpft_lr_factor: float = 0.1
+    optimizer: str = "sgd"  # sgd (momentum, nesterov) | adamw
+    momentum: float = 0.9
+    weight_decay: float = 1e-4  # on weights only, not on biases and norm parameters
+    warmup_epochs: float = 0.0
+    label_smoothing: float = 0.0
+    batch_size: int = 64  # global batch, split over the devices
+    augment: bool = True  # timm's training transform (random resized crop, flip, ...); eval: resize + centre crop
+    scale: list[float] = field(default_factory=lambda: [0.5, 1.0])
+    ratio: list[float] = field(default_factory=lambda: [0.75, 1.3333])
+    hflip: float = 0.5
+    color_jitter: float = 0.0
+    auto_augment: str | None = None  # e.g. rand-m9-mstd0.5 (timm's RandAugment)
+    precision: str = "auto"  # auto: bf16-mixed on CPU, AMP on GPU (bf16-mixed, or 16-mixed without bf16)
+    accelerator: str = "auto"
+    devices: Any = 1
+    strategy: str = "auto"  # ddp: Lightning starts the command once per device; rank 0 writes the records
+    num_nodes: int = 1
+    deterministic: Any = True
+    num_workers: int = 0
+
+
+@dataclass
 class EvalConfig:
     """Evaluate backbones on tasks with probes/estimators; one record per (backbone, task, protocol, seed)."""
 
@@ -80,7 +121,9 @@ class EvalConfig:
     seeds: list[int] = field(default_factory=lambda: [0])
     out: str = "runs/eval"
     cache_dir: str = "~/.cache/unirep/features"
-    input_size: int | None = 64  # default input size for every backbone without its own (2-core budget)
+    # 2-core budget: backbones whose native input is larger (ImageNet's 224) run at this size; smaller ones
+    # (raw pixels at 32, source networks trained at 32) keep theirs. A backbone's own `input_size` wins.
+    max_input_size: int | None = 64
     batch_size: int = 128
     num_workers: int = 0
     device: str = "auto"
@@ -90,6 +133,7 @@ class EvalConfig:
     linear: LinearProbeConfig = field(default_factory=LinearProbeConfig)
     knn: KNNProbeConfig = field(default_factory=KNNProbeConfig)
     fewshot: FewShotConfig = field(default_factory=FewShotConfig)
+    finetune: FineTuneConfig = field(default_factory=FineTuneConfig)
 
 
 def load_config(schema: type, path: str | Path | None = None, dotlist: list[str] | None = None,
@@ -108,9 +152,10 @@ def load_config(schema: type, path: str | Path | None = None, dotlist: list[str]
         clean = {k: v for k, v in overrides.items() if v is not None}
         if clean:
             layers.append(OmegaConf.create(clean))
-        if dotlist:
-            layers.append(OmegaConf.from_dotlist(list(dotlist)))
         cfg = OmegaConf.merge(*layers)
+        if dotlist:
+            # merge_with_dotlist (not from_dotlist + merge) so list items can be set by index: `label_sets.1.omega=3`
+            cfg.merge_with_dotlist(list(dotlist))
         missing = sorted(OmegaConf.missing_keys(cfg))
     except OmegaConfBaseException as exc:
         raise ConfigError(f"invalid configuration: {_first_line(exc)}") from None

@@ -2,11 +2,14 @@
 
 `evaluate(cfg)` walks backbones x tasks x protocols x seeds. A record that already exists is skipped (unless
 `force`), so a killed run resumes; a backbone is only built, and features only extracted, when some record
-still needs them.
+still needs them. Protocols that train the network (`needs_images`, fine-tuning) get the task's images and the
+backbone instead of features. With a Lightning `strategy=ddp`, every rank runs this pipeline; only global rank 0
+writes files.
 """
 
 from __future__ import annotations
 
+import os
 import platform
 import time
 from dataclasses import dataclass
@@ -24,7 +27,7 @@ from unirep.fewshot import mean_ci
 from unirep.fileio import atomic_write_json, ensure_writable_dir
 from unirep.metrics import Metric
 from unirep.probes import FeatureSplit, SealedSplit
-from unirep.protocols import TaskFeatures, create_protocol
+from unirep.protocols import SealedImages, TaskFeatures, TaskImages, create_protocol
 from unirep.results import ResultRecord, read_record, record_path, slug, write_record
 from unirep.tasks import Task, create_task, resolve_tasks
 
@@ -48,8 +51,14 @@ def extraction_settings(cfg: DictConfig) -> ExtractionSettings:
 
 
 def build_backbone(spec: BackboneSpec, cfg: DictConfig):
-    return create_backbone(spec.name, pretrained=spec.pretrained, weights=spec.weights, layer=spec.layer,
-                           input_size=spec.input_size or cfg.input_size, seed=spec.seed)
+    """The spec's backbone, at its own input size capped by `cfg.max_input_size` (unless the spec sets one)."""
+    kwargs = dict(pretrained=spec.pretrained, weights=spec.weights, layer=spec.layer, seed=spec.seed)
+    backbone = create_backbone(spec.name, input_size=spec.input_size, **kwargs)
+    cap = cfg.max_input_size
+    if spec.input_size is None and cap and backbone.data_config.input_size > cap:
+        # Built again rather than patched: some architectures (ViTs) size their position embedding at creation.
+        backbone = create_backbone(spec.name, input_size=cap, **kwargs)
+    return backbone
 
 
 @dataclass
@@ -74,7 +83,8 @@ def evaluate(cfg: DictConfig) -> list[ResultRecord]:
     specs = backbone_specs(cfg)
     tasks = resolve_tasks(list(cfg.tasks))
     protocols = {name: create_protocol(name, cfg) for name in cfg.protocols}
-    save_config(cfg, out / "config.yaml")
+    if is_global_zero():
+        save_config(cfg, out / "config.yaml")
     cache = FeatureCache(cfg.cache_dir)
     settings = extraction_settings(cfg)
     versions = library_versions()
@@ -91,30 +101,53 @@ def evaluate(cfg: DictConfig) -> list[ResultRecord]:
             task = loaded_tasks.get(task_name) or loaded_tasks.setdefault(task_name, create_task(task_name))
             backbone = backbone or build_backbone(spec, cfg)
             need_logits = any(protocols[j.protocol].needs_source_logits for j in pending)
+            need_features = any(not protocols[j.protocol].needs_images for j in pending)
             extract_start = time.perf_counter()
             splits = {s: cache.get_or_extract(backbone, task.manifest, s, task.split(s), settings, need_logits)
-                      for s in ("train", "val", "test")}
+                      for s in ("train", "val", "test") if need_features}
             extract_seconds = time.perf_counter() - extract_start
             for job in pending:
                 record = _run_job(job, task, backbone, splits, protocols[job.protocol], cfg, versions,
                                   extract_seconds)
-                _write_subset_manifest(out, record)
-                write_record(out, record)
+                if is_global_zero():
+                    _write_subset_manifest(out, record)
+                    write_record(out, record)
                 records.append(record)
     return records
 
 
-def _run_job(job, task, backbone, splits, protocol, cfg, versions, extract_seconds) -> ResultRecord:
-    torch.manual_seed(job.seed)
-    data = TaskFeatures(
+def is_global_zero() -> bool:
+    """False on the extra processes of a distributed (Lightning DDP) run, which must not write files."""
+    if not any(name in os.environ for name in ("RANK", "LOCAL_RANK", "SLURM_PROCID")):
+        return True
+    from lightning.fabric.utilities.rank_zero import rank_zero_only  # set by Lightning to the global rank
+
+    return rank_zero_only.rank == 0
+
+
+def _task_features(task, splits) -> TaskFeatures:
+    return TaskFeatures(
         train=FeatureSplit(splits["train"].features, splits["train"].labels),
         val=FeatureSplit(splits["val"].features, splits["val"].labels),
         test=SealedSplit(splits["test"].features, splits["test"].labels),
         source_logits={s: splits[s].source_logits for s in ("train", "val") if splits[s].source_logits is not None},
         ids={s: task.manifest.splits[s] for s in ("train", "val")},
     )
+
+
+def _task_images(task, backbone) -> TaskImages:
+    return TaskImages(train=task.split("train"), val=task.split("val"), test=SealedImages(task.split("test")),
+                      backbone=backbone, num_classes=task.card.num_classes)
+
+
+def _run_job(job, task, backbone, splits, protocol, cfg, versions, extract_seconds) -> ResultRecord:
+    torch.manual_seed(job.seed)
+    data = _task_images(task, backbone) if protocol.needs_images else _task_features(task, splits)
     start = time.perf_counter()
     outcome = protocol.run(data, Metric(task.card.metric), job.seed)
+    timings = {"protocol_s": round(time.perf_counter() - start, 3), **outcome.timings}
+    if not protocol.needs_images:
+        timings.update(extract_s=round(extract_seconds, 3), extract_cached=all(s.cached for s in splits.values()))
     counts = task.manifest.counts
     return ResultRecord(
         backbone=job.spec.display_name,
@@ -129,8 +162,7 @@ def _run_job(job, task, backbone, splits, protocol, cfg, versions, extract_secon
         n_test=counts["test"],
         split_manifest=task.manifest.summary(),
         seed=job.seed,
-        timings={"extract_s": round(extract_seconds, 3), "protocol_s": round(time.perf_counter() - start, 3),
-                 "extract_cached": all(s.cached for s in splits.values())},
+        timings=timings,
         versions=versions,
         config=to_container(cfg),
         backbone_identity=backbone.identity(),

@@ -14,7 +14,7 @@ from unirep.config import EvalConfig, backbone_specs, load_config
 def add_run_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("items", nargs="*", metavar="BACKBONE|KEY=VALUE",
                         help="backbone names (see `unirep list backbones`) and config overrides as key=value "
-                        "(e.g. linear.n_c=10 input_size=96)")
+                        "(e.g. linear.n_c=10 max_input_size=96)")
     parser.add_argument("--tasks", nargs="+", help="task or suite names (see `unirep list tasks|suites`)")
     parser.add_argument("--config", help="YAML config (see configs/); command-line values override it")
     parser.add_argument("--out", help="run directory for records and the resolved config")
