@@ -63,5 +63,6 @@ class ListCommand(Command):
 
         for name in names:
             card = load_card(name)
-            counts = "/".join(str(card.counts[s]) for s in ("train", "val", "test"))
+            # custom cards learn their counts from the data, so they may have none yet
+            counts = "/".join(str(card.counts.get(s, "?")) for s in ("train", "val", "test"))
             print(f"{name:28s} {card.num_classes:4d} classes  train/val/test {counts:18s} {card.metric}")

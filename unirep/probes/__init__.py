@@ -20,7 +20,7 @@ def create_probe(name: str, **kwargs) -> Probe:
 
 
 def _import_probes() -> None:
-    from unirep.probes import knn, linear  # noqa: F401  (register on import)
+    from unirep.probes import knn, linear, multilabel  # noqa: F401  (register on import)
 
 
 __all__ = ["PROBES", "FeatureSplit", "Probe", "SealedSplit", "TestOutcome", "create_probe", "register_probe"]

@@ -49,7 +49,9 @@ class TaskCard:
 
     @property
     def num_classes(self) -> int:
-        return len(self.classes)
+        # Cards whose class names come from the data's own files (e.g. Stanford Cars' devkit) state only
+        # `extra.num_classes` until the data is read; the adapter then fills `classes`.
+        return len(self.classes) or int(self.extra.get("num_classes", 0))
 
     @classmethod
     def from_yaml(cls, path: str | Path) -> TaskCard:
@@ -68,11 +70,27 @@ class TaskCard:
         return asdict(self)
 
 
-def load_card(name: str, cards_dir: Path = CARDS_DIR) -> TaskCard:
-    path = Path(cards_dir) / f"{name}.yaml"
-    if not path.exists():
-        raise DataError(f"task card {path} is missing: every registered task needs a card under tasks/")
-    return TaskCard.from_yaml(path)
+# Folders under tasks/ that also hold cards (the standard suites live in tasks/standard/).
+CARD_SUBDIRS = ("", "standard")
+# Cards registered in code rather than found under tasks/ (custom YAML cards from other folders).
+_REGISTERED_CARDS: dict[str, TaskCard] = {}
+
+
+def register_card(card: TaskCard) -> None:
+    """Make `load_card(card.name)` return `card` (used for custom task cards that live outside tasks/)."""
+    _REGISTERED_CARDS[card.name] = card
+
+
+def load_card(name: str, cards_dir: Path | None = None) -> TaskCard:
+    if cards_dir is None and name in _REGISTERED_CARDS:
+        return _REGISTERED_CARDS[name]
+    dirs = [Path(cards_dir)] if cards_dir is not None else [CARDS_DIR / sub for sub in CARD_SUBDIRS]
+    for folder in dirs:
+        path = folder / f"{name}.yaml"
+        if path.exists():
+            return TaskCard.from_yaml(path)
+    raise DataError(f"task card {dirs[0] / f'{name}.yaml'} is missing: every registered task needs a card "
+                    "under tasks/")
 
 
 class ImageSet:
@@ -222,8 +240,10 @@ def stratified_take(labels: np.ndarray, pool: np.ndarray, n: int, rng: np.random
 
 def make_split(labels: np.ndarray, card: TaskCard, official: dict[str, np.ndarray] | None) -> dict[str, np.ndarray]:
     """Deterministic split to the card's counts: official test kept, val carved out of train, stratified."""
+    if labels.ndim == 2:
+        return make_multilabel_split(labels, card, official)
     if labels.ndim != 1:
-        raise DataError(f"{card.name}: stratified splitting needs single-label data; give an official split")
+        raise DataError(f"{card.name}: labels must be (N,) class indices or (N, C) multi-label targets")
     rng = np.random.default_rng(card.seed)
     want = {s: card.counts[s] for s in SPLITS}
     everything = np.arange(len(labels))
@@ -240,6 +260,8 @@ def make_split(labels: np.ndarray, card: TaskCard, official: dict[str, np.ndarra
         rest = np.setdiff1d(rest, val)
     train = stratified_take(labels, rest, want["train"], rng)
     splits = {"train": train, "val": val, "test": test}
+    if not card.extra.get("every_class_in_every_split", True):
+        return splits  # e.g. VTAB-1k SUN397: 397 classes cannot all appear in 200 val images
     present = set(np.unique(labels).tolist())
     for name, idx in splits.items():
         missing = sorted(present - set(np.unique(labels[idx]).tolist()))
@@ -249,4 +271,38 @@ def make_split(labels: np.ndarray, card: TaskCard, official: dict[str, np.ndarra
                 f"task {card.name!r}: split {name!r} has no example of class(es) {names} after splitting; "
                 f"raise counts.{name} in tasks/{card.name}.yaml"
             )
+    return splits
+
+
+def make_multilabel_split(
+    targets: np.ndarray, card: TaskCard, official: dict[str, np.ndarray] | None
+) -> dict[str, np.ndarray]:
+    """The split of multi-label (N, C) targets (1 positive, 0 negative, -1 ignored): the same rule as
+    `make_split` (official test kept, val carved out of train) with seeded random subsets, since
+    stratifying on label sets is ill-defined. Every class with a positive must keep one in every split."""
+    rng = np.random.default_rng(card.seed)
+    want = {s: card.counts[s] for s in SPLITS}
+    everything = np.arange(len(targets))
+
+    def take(pool: np.ndarray, n: int) -> np.ndarray:
+        if n > len(pool):
+            raise DataError(f"task {card.name!r}: asked for {n} examples but only {len(pool)} are available")
+        return np.sort(rng.permutation(pool)[:n])
+
+    official = official or {}
+    test = take(np.asarray(official["test"]) if "test" in official else everything, want["test"])
+    rest = np.asarray(official["train"]) if "train" in official else np.setdiff1d(everything, test)
+    if "val" in official:
+        val = take(np.asarray(official["val"]), want["val"])
+    else:
+        val = take(rest, want["val"])
+        rest = np.setdiff1d(rest, val)
+    splits = {"train": take(rest, want["train"]), "val": val, "test": test}
+    present = (targets == 1).any(axis=0)
+    for name, idx in splits.items():
+        missing = np.flatnonzero(present & ~(targets[idx] == 1).any(axis=0))
+        if len(missing):
+            names = [card.classes[m] if m < len(card.classes) else str(m) for m in missing[:5]]
+            raise DataError(f"task {card.name!r}: split {name!r} has no positive of class(es) {names}; "
+                            f"raise counts.{name} in the task card")
     return splits
