@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from pathlib import Path
@@ -19,9 +20,20 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", help="YAML config (see configs/); command-line values override it")
     parser.add_argument("--out", help="run directory for records and the resolved config")
     parser.add_argument("--cache-dir", help="feature cache directory")
+    parser.add_argument("--task-card", action="append", default=[], metavar="YAML",
+                        help="a custom task card (ImageFolder or CSV; see tasks/README.md); repeatable. Folders "
+                        "of cards can also be named in UNIREP_TASK_DIRS")
+    parser.add_argument("--download", action="store_true",
+                        help="let standard-suite tasks download missing data (torchvision's download=True)")
 
 
 def config_from_args(args: argparse.Namespace, **extra) -> object:
+    from unirep.tasks.custom import add_task_card
+
+    if args.download:
+        os.environ["UNIREP_ALLOW_DOWNLOAD"] = "1"
+    for card in args.task_card:
+        add_task_card(card)
     backbones = [item for item in args.items if "=" not in item]
     dotlist = [item for item in args.items if "=" in item]
     tasks = [t for group in (args.tasks or []) for t in group.split(",") if t]
