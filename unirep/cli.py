@@ -30,8 +30,22 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def parse_args(parser: argparse.ArgumentParser, argv: list[str] | None) -> argparse.Namespace:
+    """Like parse_args, but positional BACKBONE / key=value items may also follow the options
+    (`unirep eval resnet18 --tasks lfw-faces linear.n_c=10`); argparse alone stops collecting them."""
+    args, extra = parser.parse_known_args(argv)
+    positional_list = next((name for name in ("items", "overrides") if isinstance(getattr(args, name, None), list)),
+                           None)
+    unknown = [item for item in extra if item.startswith("-") or positional_list is None]
+    if unknown:
+        parser.error(f"unrecognized arguments: {' '.join(unknown)}")
+    if extra:
+        getattr(args, positional_list).extend(extra)
+    return args
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = parse_args(build_parser(), argv)
     try:
         return int(args._command.run(args) or 0)
     except UnirepError as exc:

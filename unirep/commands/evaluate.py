@@ -34,9 +34,11 @@ def config_from_args(args: argparse.Namespace, **extra) -> object:
         os.environ["UNIREP_ALLOW_DOWNLOAD"] = "1"
     for card in args.task_card:
         add_task_card(card)
+    # key=value items may land after --tasks (argparse's nargs="+" takes them): they are overrides wherever they are.
+    words = [*args.items, *(args.tasks or [])]
+    dotlist = [item for item in words if "=" in item]
     backbones = [item for item in args.items if "=" not in item]
-    dotlist = [item for item in args.items if "=" in item]
-    tasks = [t for group in (args.tasks or []) for t in group.split(",") if t]
+    tasks = [t for group in (args.tasks or []) if "=" not in group for t in group.split(",") if t]
     return load_config(EvalConfig, args.config, dotlist, backbones=backbones or None, tasks=tasks or None,
                        out=args.out, cache_dir=args.cache_dir, **extra)
 
