@@ -1,0 +1,83 @@
+"""Train several source-training presets with shared overrides, then hand them to the evaluation spine.
+
+A comparison preset (configs/sources/compare.yaml) lists presets; each is trained into `<out>/<preset>`, and
+`<out>/eval.yaml` is written so that `unirep eval --config <out>/eval.yaml` measures their universality with
+the usual probes and records. `<out>/comparison.json` keeps each run's source metrics and wall time.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+from omegaconf import MISSING, OmegaConf
+
+from unirep.config import load_config, to_container
+from unirep.errors import ConfigError
+from unirep.fileio import atomic_write_json, atomic_write_text
+from unirep.tasks.base import CARDS_DIR
+
+PRESETS_DIR = CARDS_DIR.parent / "configs" / "sources"
+
+
+@dataclass
+class ComparisonConfig:
+    compare: list[str] = MISSING  # preset names (configs/sources/<name>.yaml) or paths
+    out: str = "runs/sources/compare"
+    overrides: list[str] = field(default_factory=list)  # dotlist applied to every run
+    eval: dict[str, Any] = field(default_factory=lambda: {"tasks": ["offline"], "protocols": ["linear", "knn"]})
+
+
+def is_comparison(path: str | Path) -> bool:
+    """True when the YAML at `path` is a comparison preset (it has a `compare:` list)."""
+    try:
+        raw = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError):
+        return False
+    return isinstance(raw, dict) and "compare" in raw
+
+
+def resolve_preset(name: str, base: Path = PRESETS_DIR) -> Path:
+    """A preset path as given, else `<base>/<name>.yaml`."""
+    for candidate in (Path(name), base / name, base / f"{name}.yaml"):
+        if candidate.is_file():
+            return candidate
+    known = sorted(p.stem for p in base.glob("*.yaml"))
+    raise ConfigError(f"source preset {name!r} not found (neither a file nor {base}/{name}.yaml); presets: {known}")
+
+
+def train_comparison(path: str | Path, dotlist: list[str] | None = None) -> tuple[Path, list[dict]]:
+    """Train every preset of the comparison at `path`; returns its output folder and one summary row per preset."""
+    from unirep.sources.config import load_source_config
+    from unirep.sources.train import train_source
+
+    own_keys = set(ComparisonConfig.__dataclass_fields__)
+    own = [item for item in dotlist or [] if item.split("=", 1)[0].split(".", 1)[0] in own_keys]
+    per_run = [item for item in dotlist or [] if item not in own]
+    cfg = load_config(ComparisonConfig, path, own)
+    out = Path(cfg.out)
+    rows, backbones = [], []
+    for name in cfg.compare:
+        preset = resolve_preset(name, Path(path).parent)
+        run_cfg = load_source_config(preset, [*cfg.overrides, *per_run, f"out={out / Path(name).stem}"])
+        result = train_source(run_cfg)
+        rows.append(summary_row(Path(name).stem, result))
+        backbones.append({"name": str(result.out), "input_size": int(run_cfg.data.input_size),
+                          "label": f"source:{Path(name).stem}"})
+    if rows and rows[0]["checkpoint"] is not None:  # global rank 0 only
+        atomic_write_json(out / "comparison.json", {"runs": rows, "config": to_container(cfg)})
+        eval_cfg = {"backbones": backbones, **to_container(cfg.eval), "out": str(out / "eval")}
+        atomic_write_text(out / "eval.yaml", OmegaConf.to_yaml(OmegaConf.create(eval_cfg)))
+    return out, rows
+
+
+def summary_row(preset: str, result) -> dict:
+    """Preset, scheme, feature size, the source val top-1 of the network on the task's own classes, seconds."""
+    original = next((ls.name for ls in result.label_sets if ls.kind == "original"), None)
+    top1 = next((m[original]["top1"] for m in result.metrics.values() if original in m), None)
+    return {"preset": preset, "scheme": result.scheme, "networks": len(result.networks),
+            "num_features": sum(t.network.feature_dim for t in result.networks), "source_val_top1": top1,
+            "metrics": result.metrics, "seconds": round(result.seconds, 1),
+            "checkpoint": None if result.checkpoint is None else str(result.out)}
