@@ -77,8 +77,9 @@ class FineTuneConfig:
     Every candidate learning rate trains on train with early stopping on val; the best val score picks the
     learning rate and the epoch count; `refit` says what is scored on test: "train+val" retrains from the
     pretrained weights on train+val with the chosen settings, "train" keeps the train-only model of the best epoch.
-    Modes: full (everything trains), last-k (the last `last_k` stages and the head), lp-ft (a head-only phase,
-    `lp_lrs`/`lp_max_epochs`, then everything at `lrs` x `lpft_lr_factor`; Kumar et al. 2022).
+    Modes: full (everything trains), last-k (the last `last_k` stages and the head), lp-ft (the head first: unirep's
+    linear probe with C chosen on val, or with `lp_head=sgd` a head-only phase over `lp_lrs`/`lp_max_epochs`; then
+    everything at `lrs` x `lpft_lr_factor`; Kumar et al. 2022).
     """
 
     mode: str = "full"
@@ -87,9 +88,14 @@ class FineTuneConfig:
     max_epochs: int = 6
     patience: int = 2  # epochs without a better val score before a candidate stops
     refit: str = "train+val"
+    lp_head: str = "probe"  # lp-ft's head: probe (unirep's linear probe) | sgd (a head-only SGD phase)
     lp_lrs: list[float] = field(default_factory=lambda: [0.1])
     lp_max_epochs: int = 4
     lpft_lr_factor: float = 0.1
+    # Batch-norm running statistics while fine-tuning: "train" updates them from each batch, "frozen" keeps the
+    # pretrained ones (affine parameters still train), "auto" = frozen for lp-ft, whose head was fitted on features
+    # made with the pretrained statistics, train otherwise.
+    bn_stats: str = "auto"
     optimizer: str = "sgd"  # sgd (momentum, nesterov) | adamw
     momentum: float = 0.9
     weight_decay: float = 1e-4  # on weights only, not on biases and norm parameters

@@ -3,14 +3,16 @@
 `evaluate(cfg)` walks backbones x tasks x protocols x seeds. A record that already exists is skipped (unless
 `force`), so a killed run resumes; a backbone is only built, and features only extracted, when some record
 still needs them. Protocols that train the network (`needs_images`, fine-tuning) get the task's images and the
-backbone instead of features. With a Lightning `strategy=ddp`, every rank runs this pipeline; only global rank 0
-writes files.
+backbone instead of features. Protocols that read source-classifier logits (LEEP, NCE) are skipped, with a
+message, on backbones without a source head. With a Lightning `strategy=ddp`, every rank runs this pipeline;
+only global rank 0 writes files.
 """
 
 from __future__ import annotations
 
 import os
 import platform
+import sys
 import time
 from dataclasses import dataclass
 from importlib import metadata
@@ -21,13 +23,14 @@ import torch
 from omegaconf import DictConfig
 
 from unirep.backbones import create_backbone
+from unirep.backbones.base import Backbone
 from unirep.config import BackboneSpec, backbone_specs, save_config, to_container
 from unirep.features import ExtractionSettings, FeatureCache
 from unirep.fewshot import mean_ci
 from unirep.fileio import atomic_write_json, ensure_writable_dir
 from unirep.metrics import Metric
 from unirep.probes import FeatureSplit, SealedSplit
-from unirep.protocols import SealedImages, TaskFeatures, TaskImages, create_protocol
+from unirep.protocols import Protocol, SealedImages, TaskFeatures, TaskImages, create_protocol
 from unirep.results import ResultRecord, read_record, record_path, slug, write_record
 from unirep.tasks import Task, create_task, resolve_tasks
 
@@ -100,6 +103,9 @@ def evaluate(cfg: DictConfig) -> list[ResultRecord]:
                 continue
             task = loaded_tasks.get(task_name) or loaded_tasks.setdefault(task_name, create_task(task_name))
             backbone = backbone or build_backbone(spec, cfg)
+            pending = runnable_jobs(pending, protocols, backbone)
+            if not pending:
+                continue
             need_logits = any(protocols[j.protocol].needs_source_logits for j in pending)
             need_features = any(not protocols[j.protocol].needs_images for j in pending)
             extract_start = time.perf_counter()
@@ -114,6 +120,22 @@ def evaluate(cfg: DictConfig) -> list[ResultRecord]:
                     write_record(out, record)
                 records.append(record)
     return records
+
+
+def runnable_jobs(jobs: list[Job], protocols: dict[str, Protocol], backbone: Backbone) -> list[Job]:
+    """The jobs `backbone` can run. A protocol that reads source-classifier logits (LEEP, NCE) is skipped on a
+    backbone without a source head, with one stderr line per (backbone, task, protocol) and no record, so the
+    other protocols of the run still produce theirs."""
+    runnable = []
+    for job in jobs:
+        if protocols[job.protocol].needs_source_logits and not backbone.has_source_head:
+            if job.seed == protocols[job.protocol].seeds()[0]:
+                print(f"unirep: skipped {job.protocol} on {job.spec.display_name}/{job.task}: the backbone has no "
+                      "source classification head (use a packaged ImageNet backbone or a unirep source network)",
+                      file=sys.stderr)
+            continue
+        runnable.append(job)
+    return runnable
 
 
 def is_global_zero() -> bool:

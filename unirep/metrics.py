@@ -3,7 +3,7 @@ NRG/mNRG take s_max = 100 as the perfect score (shared/PROTOCOLS.md)."""
 
 from __future__ import annotations
 
-from enum import Enum
+from enum import StrEnum
 
 import numpy as np
 from sklearn.metrics import average_precision_score
@@ -11,7 +11,7 @@ from sklearn.metrics import average_precision_score
 from unirep.errors import DataError
 
 
-class Metric(str, Enum):
+class Metric(StrEnum):
     TOP1 = "top1"
     MEAN_PER_CLASS = "mean_per_class"
     MAP = "map"  # multi-label: mean over classes of sklearn's (non-interpolated) average precision

@@ -3,19 +3,25 @@ outcome. Protocols are registered by name (`linear`, `knn`, ...) and dispatched 
 
 A protocol only ever sees the test split sealed (`unirep.probes.SealedSplit`): hyperparameters are chosen
 on val inside `Probe.select`, and the test split scores the selected probe once.
+
+Protocols that train the network itself (fine-tuning) set `needs_images`: they get the task's images and the
+backbone (`TaskImages`) instead of cached features, with the test images sealed the same way (`SealedImages`).
 """
 
 from __future__ import annotations
 
 import importlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
 from omegaconf import DictConfig
 
+from unirep.backbones.base import Backbone
 from unirep.metrics import Metric
-from unirep.probes import FeatureSplit, SealedSplit, create_probe
+from unirep.probes import FeatureSplit, SealedSplit, TestOutcome, create_probe
 from unirep.registry import Registry
+from unirep.tasks.base import ImageSet
 
 
 @dataclass
@@ -29,6 +35,44 @@ class TaskFeatures:
     ids: dict[str, list[str]] = field(default_factory=dict)  # example ids of train/val (manifest order)
 
 
+class SealedImages:
+    """The test images of an images protocol. Only `evaluate` reads them, once, after selection; the model's
+    `predict` sees the images with every label replaced by -1, so test labels cannot reach training code."""
+
+    def __init__(self, images: ImageSet):
+        self.__images = images
+        self._evaluated = False
+
+    def __len__(self) -> int:
+        return len(self.__images)
+
+    def evaluate(self, predict: Callable[[ImageSet], np.ndarray], metric: Metric) -> TestOutcome:
+        """Score `predict(images) -> (N, C) class scores` on the test split, once."""
+        if self._evaluated:
+            raise RuntimeError("this test split was already scored once; build a new run instead of re-scoring")
+        self._evaluated = True
+        images = self.__images
+        unlabelled = ImageSet(images.ids, np.full(len(images), -1), lambda i: images[i][0])
+        scores = np.asarray(predict(unlabelled))
+        predictions = scores if metric.needs_scores else scores.argmax(axis=1)
+        labels = np.asarray(images.labels)
+        return TestOutcome(score=metric(labels, predictions), predictions=predictions, labels=labels.copy())
+
+
+@dataclass
+class TaskImages:
+    """One task's images and the backbone, for protocols that train the network (`Protocol.needs_images`).
+
+    `backbone` is shared with the task's other protocols: a protocol copies it before training it.
+    """
+
+    train: ImageSet
+    val: ImageSet
+    test: SealedImages
+    backbone: Backbone
+    num_classes: int
+
+
 @dataclass
 class ProtocolOutcome:
     """What a protocol measured: `score` on test (percent for probes), `val_score` of the selected setting."""
@@ -40,12 +84,15 @@ class ProtocolOutcome:
     test_labels: list | None = None
     test_predictions: list | None = None
     extra: dict = field(default_factory=dict)
+    timings: dict = field(default_factory=dict)  # seconds per phase, merged into the record's timings
 
 
 class Protocol:
-    """Base class. `needs_source_logits`: the protocol uses the backbone's source-classifier logits."""
+    """Base class. `needs_source_logits`: the protocol uses the backbone's source-classifier logits.
+    `needs_images`: `run` gets a TaskImages (images + backbone to train) instead of a TaskFeatures."""
 
     needs_source_logits = False
+    needs_images = False
 
     def __init__(self, cfg: DictConfig):
         self.cfg = cfg
@@ -54,7 +101,7 @@ class Protocol:
         """Seeds this protocol runs with (one record each)."""
         return list(self.cfg.seeds)
 
-    def run(self, data: TaskFeatures, metric: Metric, seed: int) -> ProtocolOutcome:  # pragma: no cover
+    def run(self, data: TaskFeatures | TaskImages, metric: Metric, seed: int) -> ProtocolOutcome:  # pragma: no cover
         raise NotImplementedError
 
 
@@ -79,7 +126,7 @@ def _import_protocols() -> None:
         importlib.import_module(module)
 
 
-PROTOCOL_MODULES = ("unirep.fewshot",)
+PROTOCOL_MODULES = ("unirep.fewshot", "unirep.finetune.protocol", "unirep.estimators.protocol")
 
 
 def _probe_outcome(probe, data: TaskFeatures, metric: Metric) -> ProtocolOutcome:
@@ -104,7 +151,10 @@ class LinearProtocol(Protocol):
     def run(self, data: TaskFeatures, metric: Metric, seed: int) -> ProtocolOutcome:
         c = self.cfg.linear
         Cs = np.logspace(c.c_min_exp, c.c_max_exp, c.n_c)
-        probe = create_probe("linear", Cs=Cs, max_iter=c.max_iter, device=c.device)
+        if metric.needs_scores:  # multi-label task scored by mAP: one-vs-rest logistic regression per class
+            probe = create_probe("linear-multilabel", Cs=Cs, max_iter=c.max_iter)
+        else:
+            probe = create_probe("linear", Cs=Cs, max_iter=c.max_iter, device=c.device)
         return _probe_outcome(probe, data, metric)
 
 

@@ -18,7 +18,7 @@ def tiny_dotlist(out: Path, scheme: str, *extra: str) -> list[str]:
     return [
         f"scheme={scheme}", f"out={out}", f"data.task={TASK}", "data.train_size=200", "data.val_size=100",
         "data.input_size=16", "data.batch_size=40", "model.architecture=test_resnet",
-        "optim.epochs=1", "optim.lr=0.05", "trainer.progress_bar=false", "trainer.accelerator=cpu", *extra,
+        "optim.epochs=1", "trainer.progress_bar=false", "trainer.accelerator=cpu", *extra,
     ]
 
 

@@ -24,11 +24,11 @@ def test_comparison_trains_each_preset_and_the_spine_evaluates_them(tmp_path, ti
                                                                            "protocols": ["knn"]}}))
     (tmp_path / "muldip.yaml").write_text("scheme: muldip\n")  # presets beside the comparison file come first
     (tmp_path / "multitask.yaml").write_text("scheme: multitask\n")
-    out, rows = train_comparison(comparison, ["optim.lr=0.02"])
+    out, rows = train_comparison(comparison, ["optim.lr=0.003"])
     assert [r["preset"] for r in rows] == ["muldip", "multitask"] and [r["networks"] for r in rows] == [2, 1]
     assert [r["num_features"] for r in rows] == [192, 96]
     assert json.loads((out / "comparison.json").read_text())["runs"][0]["source_val_top1"] == rows[0]["source_val_top1"]
-    assert create_backbone(str(out / "muldip")).metadata["training"]["optim"]["lr"] == 0.02
+    assert create_backbone(str(out / "muldip")).metadata["training"]["optim"]["lr"] == 0.003
 
     cfg = load_config(EvalConfig, out / "eval.yaml", [f"cache_dir={tmp_path / 'cache'}", "knn.ks=[1, 5]"])
     specs = backbone_specs(cfg)

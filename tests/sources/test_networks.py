@@ -130,3 +130,10 @@ def test_schemes_registry_and_label_set_counts():
         create_scheme("fsft").plan([coarse])
     with pytest.raises(UnknownNameError, match="did you mean muldip"):
         create_scheme("muldp")
+
+
+def test_cli_lists_the_schemes(capsys):
+    from unirep.cli import main
+
+    assert main(["list", "schemes"]) == 0
+    assert capsys.readouterr().out.split() == ["fsft", "fsft-dr", "muldip", "multitask", "reference"]

@@ -159,6 +159,7 @@ def test_cli_trains_a_multitask_network_and_reports(tmp_path, capsys, tiny):
     ("data.train_size=5", "have no example in the train split"),
     ("optim.epochs=two", "invalid configuration"),
     ("fsft.enabled=true", "FSFT composes with one-network-per-label-set schemes"),
+    ("optim.optimizer=adam", "optim.optimizer must be one of ['adamw', 'sgd']"),
 ])
 def test_bad_input_is_one_clear_line_from_the_cli(tmp_path, capsys, tiny, override, message):
     scheme = "reference" if "kmeans" not in override and "fsft" not in override else "muldip"

@@ -32,4 +32,6 @@ COMMAND_MODULES = (
     "unirep.commands.universality",
     "unirep.commands.build",
     "unirep.commands.train_source",
+    "unirep.commands.score",
+    "unirep.commands.finetune",
 )

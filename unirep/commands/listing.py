@@ -15,6 +15,7 @@ LISTERS = {
     "suites": "unirep.tasks:list_suites",
     "probes": "unirep.commands.listing:_list_probes",
     "protocols": "unirep.commands.listing:_list_protocols",
+    "schemes": "unirep.sources.schemes:list_schemes",
 }
 
 

@@ -49,7 +49,7 @@ class TrainSourceCommand(Command):
                           f"mean per class {m['mean_per_class']:6.2f} %")
             print(f"checkpoint {result.out} ({sum(t.network.feature_dim for t in result.networks)} features, "
                   f"{result.seconds:.0f} s); resolved config {result.out / 'config.yaml'}\n"
-                  f"evaluate it: unirep eval {result.out} --tasks offline input_size={result.data_config.input_size}")
+                  f"evaluate it: unirep eval {result.out} --tasks offline")
         return 0
 
 

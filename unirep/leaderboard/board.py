@@ -15,13 +15,15 @@ import pandas as pd
 
 from unirep.errors import DataError
 from unirep.fileio import atomic_write_text, ensure_writable_dir
+from unirep.leaderboard.agreement import AGREEMENT_COLUMNS, agreement_table
 from unirep.leaderboard.blocks import ALL_TASKS, Block, aggregates_table, build_blocks, task_suites
 from unirep.leaderboard.tables import Cell, config_digest, group_cells, long_table, wide_table
 from unirep.leaderboard.validate import record_files, schema_problems
 from unirep.results import ResultRecord, read_record
 from unirep.tasks.base import CARDS_DIR
 
-OUTPUT_FILES = ("index.html", "leaderboard.md", "results-long.csv", "results-wide.csv", "aggregates.csv")
+OUTPUT_FILES = ("index.html", "leaderboard.md", "results-long.csv", "results-wide.csv", "aggregates.csv",
+                "agreement.csv")
 CSV_DECIMALS = 4
 
 
@@ -36,6 +38,8 @@ class Leaderboard:
         notes: choices and problems worth reading (superseded duplicates, split mismatches, missing CIs).
         axis, axis_values: the quantity universality is plotted against, per backbone (when recorded).
         configs: run config per config digest, for the provenance of each row.
+        agreement: Kendall / weighted tau of each estimator vs the linear probe (and fine-tuning), per task with
+            enough backbones and the mean over tasks (`unirep.leaderboard.agreement`); empty without estimators.
     """
 
     cells: list[Cell]
@@ -52,6 +56,7 @@ class Leaderboard:
     level: float
     n_records: int
     configs: dict[str, dict] = field(default_factory=dict)
+    agreement: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=AGREEMENT_COLUMNS))
 
     @property
     def protocols(self) -> list[str]:
@@ -128,6 +133,7 @@ def build_leaderboard(
     suites = dict(suites) if suites is not None else task_suites(tasks, cards_dir)
     blocks = build_blocks(cells, suites, reference, n_boot, level, seed)
     long = long_table(cells, n_boot, level, seed)
+    agreement, agreement_notes = agreement_table(cells)
     return Leaderboard(
         cells=cells,
         long=long,
@@ -135,7 +141,7 @@ def build_leaderboard(
         blocks=blocks,
         aggregates=aggregates_table(blocks),
         skipped=skipped,
-        notes=notes,
+        notes=notes + agreement_notes,
         reference=reference,
         axis=axis,
         axis_values=axis_values(cells, axis),
@@ -143,6 +149,7 @@ def build_leaderboard(
         level=level,
         n_records=sum(len(c.records) for c in cells),
         configs={config_digest(r.config): r.config for c in cells for r in c.records},
+        agreement=agreement,
     )
 
 
@@ -187,6 +194,7 @@ def write_leaderboard(board: Leaderboard, out: str | Path) -> list[Path]:
         atomic_write_text(out / "results-long.csv", _csv(board.long)),
         atomic_write_text(out / "results-wide.csv", _csv(board.wide)),
         atomic_write_text(out / "aggregates.csv", _csv(board.aggregates)),
+        atomic_write_text(out / "agreement.csv", _csv(board.agreement)),
         atomic_write_text(out / "leaderboard.md", render_markdown(board)),
     ]
     paths.extend(write_assets(out))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from unirep.leaderboard.agreement import agreement_matrix, reference_protocols
 from unirep.leaderboard.blocks import ALL_TASKS, Block
 from unirep.leaderboard.board import Leaderboard
 from unirep.leaderboard.page import SHOWN_AGGREGATES
@@ -25,10 +26,32 @@ def render_markdown(board: Leaderboard) -> str:
         lines += ["", f"## {block.protocol} · {title} ({len(block.tasks)})", "", block_table(block, scores)]
         if block.notes:
             lines += ["", *(f"- {note}" for note in block.notes)]
+    lines += agreement_section(board)
     if board.skipped:
         lines += ["", f"Skipped {len(board.skipped)} malformed record(s):", ""]
         lines += [f"- `{path}`: {reason}" for path, reason in board.skipped]
     return "\n".join(lines) + "\n"
+
+
+def agreement_section(board: Leaderboard) -> list[str]:
+    """Markdown lines of the estimator agreement: one table per reference protocol (none without estimators)."""
+    table = board.agreement
+    if table.empty:
+        return []
+    lines = ["", "## Estimator agreement", "", AGREEMENT_TEXT]
+    for reference in reference_protocols(list(table["reference"])):
+        matrix = agreement_matrix(table, reference).rename(columns=_escape)
+        matrix["estimator"] = matrix["estimator"].map(_escape)
+        lines += ["", f"### vs {reference}", "",
+                  matrix.to_markdown(index=False, disable_numparse=True,
+                                     colalign=["left"] + ["right"] * (len(matrix.columns) - 1))]
+    return lines
+
+
+AGREEMENT_TEXT = ("Kendall τ-b / weighted τ (hyperbolic weigher, `scipy.stats.weightedtau`) between each training-free "
+                  "estimator's scores and the reference protocol's test scores, over the backbones that have both, "
+                  "per task with at least 3 such backbones; *mean* is over those tasks. 1 = same ranking, "
+                  "0 = unrelated, −1 = reversed. Also in `agreement.csv`.")
 
 
 def block_table(block: Block, scores: dict[tuple[str, str, str], float]) -> str:

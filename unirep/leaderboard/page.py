@@ -24,6 +24,7 @@ from itables.typing import JavascriptFunction
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
 
 from unirep.fileio import atomic_write_text
+from unirep.leaderboard.agreement import agreement_matrix, reference_protocols
 from unirep.leaderboard.blocks import Block
 from unirep.leaderboard.board import Leaderboard, headline_block
 from unirep.leaderboard.tables import Cell, shown_versions
@@ -64,6 +65,7 @@ def render_page(board: Leaderboard) -> str:
         definitions=definitions(board.blocks),
         configs={d: json.dumps(c, indent=2, sort_keys=True, default=str) for d, c in sorted(board.configs.items())},
         plotly_src=f"assets/{plotly_asset_name()}",
+        agreement=agreement_tables(board),
     )
 
 
@@ -181,6 +183,17 @@ def _render_number(decimals: int, ci_column: int | None = None) -> JavascriptFun
         "function (data, type, row, meta) { if (data === null || Number.isNaN(data)) { return ''; } "
         f"return type === 'display' ? data.toFixed({decimals}){ci} : data; }}"
     )
+
+
+def agreement_tables(board: Leaderboard) -> list[dict]:
+    """Per reference protocol: {"reference", "columns", "rows"} of the estimator agreement (text cells; the
+    template escapes them)."""
+    tables = []
+    for reference in reference_protocols(list(board.agreement["reference"])):
+        matrix = agreement_matrix(board.agreement, reference)
+        tables.append({"reference": reference, "columns": list(matrix.columns),
+                       "rows": matrix.astype(str).values.tolist()})
+    return tables
 
 
 # ---------------------------------------------------------------------------------------------------- figures

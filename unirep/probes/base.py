@@ -53,6 +53,14 @@ class SweepPoint:
     warm_start: Any = None
 
 
+def check_single_labels(X: np.ndarray, y: np.ndarray, where: str) -> None:
+    """(N, D) features with N >= 1 rows and (N,) class labels, as single-label probes need."""
+    y = np.asarray(y)
+    if X.ndim != 2 or y.ndim != 1 or len(X) != len(y) or len(y) == 0:
+        raise DataError(f"{where} needs (N, D) features and (N,) class labels, got {X.shape} and {y.shape}; "
+                        "multi-label (N, C) targets go to the 'linear-multilabel' probe")
+
+
 class Probe(BaseEstimator):
     """Base class of single-label probes.
 

@@ -42,7 +42,7 @@ class SourceDataConfig:
     std: list[float] = field(default_factory=lambda: [0.5, 0.5, 0.5])
     augment: bool = True  # random flips and +-`shift` pixel translations, fixed per (seed, epoch, example)
     shift: int = 2
-    batch_size: int = 128  # global batch: split evenly over the devices
+    batch_size: int = 64  # global batch: split evenly over the devices
     num_workers: int = 0  # tensors are cached in memory: workers rarely pay off
 
 
@@ -60,9 +60,12 @@ class ModelConfig:
 
 @dataclass
 class OptimConfig:
-    lr: float = 0.05
-    momentum: float = 0.9
-    weight_decay: float = 5e-4
+    # AdamW by default: on short CPU budgets it learns much faster than SGD (Fashion-MNIST, 2,000 images, 3 epochs:
+    # 77 % vs 61 % val top-1); `optimizer=sgd lr=0.1 weight_decay=5e-4` is the papers' choice.
+    optimizer: str = "adamw"  # adamw | sgd (nesterov momentum)
+    lr: float = 2e-3
+    momentum: float = 0.9  # sgd only
+    weight_decay: float = 0.05
     epochs: int = 6
     warmup_epochs: float = 0.5  # linear warm-up, then cosine decay to 0 (per step)
     label_smoothing: float = 0.0

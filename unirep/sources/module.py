@@ -1,5 +1,5 @@
-"""The LightningModule that trains one SourceNetwork: weighted cross-entropy over its heads, SGD with warm-up
-and cosine decay, and (for FSFT) two parameter groups, the trunk at `lr_factor` x the learning rate.
+"""The LightningModule that trains one SourceNetwork: weighted cross-entropy over its heads, AdamW or SGD with
+warm-up and cosine decay, and (for FSFT) two parameter groups, the trunk at `lr_factor` x the learning rate.
 
 Augmentation (flip, +-shift translation) is drawn per (seed, epoch, example index), not from a global RNG
 stream: a resumed run and a run on any number of devices see exactly the same augmented examples.
@@ -27,6 +27,18 @@ class OptimSettings:
     warmup_epochs: float
     label_smoothing: float = 0.0
     trunk_lr_factor: float = 1.0  # FSFT: 0.1, the earlier layers learn 10x slower
+    optimizer: str = "adamw"
+
+
+def _sgd(groups: list[dict], s: OptimSettings) -> torch.optim.Optimizer:
+    return torch.optim.SGD(groups, lr=s.lr, momentum=s.momentum, weight_decay=s.weight_decay, nesterov=s.momentum > 0)
+
+
+def _adamw(groups: list[dict], s: OptimSettings) -> torch.optim.Optimizer:
+    return torch.optim.AdamW(groups, lr=s.lr, weight_decay=s.weight_decay)
+
+
+OPTIMIZERS = {"sgd": _sgd, "adamw": _adamw}
 
 
 @dataclass(frozen=True)
@@ -122,8 +134,7 @@ class SourceModule(pl.LightningModule):
                 {"params": top, "lr": self.optim.lr, "name": "last-two-layers"}]
 
     def configure_optimizers(self):
-        optimizer = torch.optim.SGD(self.parameter_groups(), lr=self.optim.lr, momentum=self.optim.momentum,
-                                    weight_decay=self.optim.weight_decay, nesterov=self.optim.momentum > 0)
+        optimizer = OPTIMIZERS[self.optim.optimizer](self.parameter_groups(), self.optim)
         total = max(1, int(self.trainer.estimated_stepping_batches))
         epochs = max(1, self.trainer.max_epochs or 1)
         warmup = int(round(self.optim.warmup_epochs * total / epochs))

@@ -90,3 +90,7 @@ def create_scheme(name: str) -> Scheme:
         >>> create_scheme("muldip").plan(label_sets)  # one NetworkPlan per label set
     """
     return SCHEMES.get(name)
+
+
+def list_schemes(pattern: str = "*") -> list[str]:
+    return SCHEMES.list(pattern)

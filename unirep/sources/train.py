@@ -37,7 +37,7 @@ from unirep.metrics import Metric
 from unirep.sources.config import run_dir
 from unirep.sources.data import CachedSplit, SourceDataModule, cache_split, subset
 from unirep.sources.label_sets import LabelSet, VariationContext, build_label_sets
-from unirep.sources.module import AugmentSettings, OptimSettings, SourceModule
+from unirep.sources.module import OPTIMIZERS, AugmentSettings, OptimSettings, SourceModule
 from unirep.sources.networks import (
     NetworkSpec,
     SourceNetwork,
@@ -99,6 +99,7 @@ def train_source(cfg: DictConfig, callbacks: Sequence[Callback] = ()) -> SourceR
     start = time.perf_counter()
     scheme = create_scheme(cfg.scheme)
     check_architecture(cfg.model.architecture)  # fail in one line before any data is read
+    optim_settings(cfg, cfg.optim.lr)  # likewise for the optimizer's name
     task = create_task(cfg.data.task)
     data_config = DataConfig(input_size=cfg.data.input_size, mean=tuple(cfg.data.mean), std=tuple(cfg.data.std),
                              interpolation="bilinear", crop_pct=1.0)
@@ -158,8 +159,7 @@ def train_network(plan: NetworkPlan, cfg: DictConfig, data_config: DataConfig, t
     network = SourceNetwork(spec, trunk=create_trunk(spec, cfg.model.weights))
     datamodule = SourceDataModule(train, val, plan.label_sets, cfg.data.batch_size, seed, cfg.data.num_workers)
     weights = [loss_weights[ls.name] for ls in plan.label_sets]
-    base = OptimSettings(cfg.optim.lr, cfg.optim.momentum, cfg.optim.weight_decay, cfg.optim.warmup_epochs,
-                         cfg.optim.label_smoothing)
+    base = optim_settings(cfg, cfg.optim.lr)
     augmentation = AugmentSettings(cfg.data.augment, cfg.data.shift, seed)
     trained = TrainedNetwork(plan, network)
     stage_dir = out / "nets" / plan.name
@@ -172,13 +172,19 @@ def train_network(plan: NetworkPlan, cfg: DictConfig, data_config: DataConfig, t
     if fsft.reinit:
         feature_dim = network.feature_dim // fsft.dr_divisor if fsft.dr_divisor else network.feature_dim
         network = network.with_new_top(max(1, feature_dim))
-    settings = OptimSettings(fsft.lr, cfg.optim.momentum, cfg.optim.weight_decay, cfg.optim.warmup_epochs,
-                             cfg.optim.label_smoothing, trunk_lr_factor=fsft.lr_factor)
+    settings = optim_settings(cfg, fsft.lr, trunk_lr_factor=fsft.lr_factor)
     module = SourceModule(network, data_config, settings, augmentation, weights, len(train.images))
     trained.seconds["fsft"] = fit_stage(module, datamodule, stage_dir / "fsft", fsft.epochs, cfg, callbacks,
                                         fingerprint={"spec": network.spec.to_dict(), "fsft": asdict(fsft)})
     trained.network = network
     return trained
+
+
+def optim_settings(cfg: DictConfig, lr: float, trunk_lr_factor: float = 1.0) -> OptimSettings:
+    if cfg.optim.optimizer not in OPTIMIZERS:
+        raise ConfigError(f"optim.optimizer must be one of {sorted(OPTIMIZERS)}, got {cfg.optim.optimizer!r}")
+    return OptimSettings(lr, cfg.optim.momentum, cfg.optim.weight_decay, cfg.optim.warmup_epochs,
+                         cfg.optim.label_smoothing, trunk_lr_factor, cfg.optim.optimizer)
 
 
 def fit_stage(module: SourceModule, datamodule: SourceDataModule, stage_dir: Path, epochs: int, cfg: DictConfig,

@@ -1,0 +1,168 @@
+"""LinearProbe against an independent scikit-learn LogisticRegression on the same standardised features:
+same objective (sklearn 1.9's scaling), same solution, same accuracy; the C sweep is scored on val only,
+the chosen C is the sweep's argmax with ties to the smaller C, and the refit uses train+val."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from probe_data import gaussian_mixture
+from sklearn.base import clone
+from sklearn.linear_model import LogisticRegression
+from sklearn.preprocessing import StandardScaler
+
+from unirep.errors import ConfigError, DataError
+from unirep.metrics import Metric
+from unirep.probes import FeatureSplit, create_probe
+from unirep.probes.linear import LinearProbe
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+
+def sklearn_objective(W: np.ndarray, b: np.ndarray, X: np.ndarray, y: np.ndarray, C: float) -> float:
+    """sklearn's LogisticRegression objective, C * sum CE + 0.5 ||W||^2, computed independently in float64."""
+    logits = X @ W.astype(np.float64).T + b
+    logits -= logits.max(axis=1, keepdims=True)
+    cross_entropy = np.log(np.exp(logits).sum(axis=1)) - logits[np.arange(len(y)), y]
+    return C * cross_entropy.sum() + 0.5 * float((W.astype(np.float64) ** 2).sum())
+
+
+def sklearn_fit(X: np.ndarray, y: np.ndarray, C: float, tol: float = 1e-4) -> tuple[StandardScaler, LogisticRegression]:
+    X = X.astype(np.float64)  # a float64 reference: sklearn would otherwise solve in float32 too
+    scaler = StandardScaler().fit(X)
+    return scaler, LogisticRegression(C=C, tol=tol, max_iter=20_000).fit(scaler.transform(X), y)
+
+
+@pytest.mark.parametrize("C", [0.01, 1.0])
+def test_solution_matches_sklearn(digits, C):
+    scaler, reference = sklearn_fit(digits.X_train, digits.y_train, C, tol=1e-10)
+    probe = LinearProbe(C=C, dtype="float64", tol=1e-8, max_iter=5000).fit(digits.X_train, digits.y_train)
+    np.testing.assert_allclose(probe.mean_, scaler.mean_, rtol=1e-6)
+    np.testing.assert_allclose(probe.scale_, scaler.scale_, rtol=1e-6)
+    X = scaler.transform(digits.X_train)
+    ours = sklearn_objective(probe.coef_, probe.intercept_, X, digits.y_train, C)
+    theirs = sklearn_objective(reference.coef_, reference.intercept_, X, digits.y_train, C)
+    assert ours == pytest.approx(theirs, rel=1e-6)
+    scale = np.abs(reference.coef_).max()
+    np.testing.assert_allclose(probe.coef_, reference.coef_, atol=2e-3 * scale)
+    np.testing.assert_allclose(probe.intercept_, reference.intercept_, atol=2e-3 * max(scale, 1.0))
+
+
+@pytest.mark.parametrize("C", [0.01, 1.0, 100.0])
+def test_default_float32_accuracy_matches_sklearn(digits, C):
+    # tol 1e-6 on both sides: at sklearn's loose default (1e-4) a nearly separable problem at large C stops
+    # wherever each solver's path happens to be, so two correct solvers need not agree there.
+    scaler, reference = sklearn_fit(digits.X_train, digits.y_train, C, tol=1e-6)
+    probe = create_probe("linear", C=C, tol=1e-6).fit(digits.X_train, digits.y_train)
+    ours = Metric.TOP1(digits.y_test, probe.predict(digits.X_test))
+    theirs = Metric.TOP1(digits.y_test, reference.predict(scaler.transform(digits.X_test)))
+    assert abs(ours - theirs) <= 0.5
+    X = scaler.transform(digits.X_train)
+    ours_objective = sklearn_objective(probe.coef_, probe.intercept_, X, digits.y_train, C)
+    theirs_objective = sklearn_objective(reference.coef_, reference.intercept_, X, digits.y_train, C)
+    assert ours_objective == pytest.approx(theirs_objective, rel=1e-2)
+
+
+def test_preconditioning_changes_the_path_not_the_solution(digits):
+    plain = LinearProbe(C=1.0, dtype="float64", tol=1e-8, precondition=False).fit(digits.X_train, digits.y_train)
+    fast = LinearProbe(C=1.0, dtype="float64", tol=1e-8).fit(digits.X_train, digits.y_train)
+    np.testing.assert_allclose(fast.coef_, plain.coef_, atol=1e-3 * np.abs(plain.coef_).max())
+
+
+def test_selected_C_is_the_val_argmax_and_refit_uses_train_and_val(digits):
+    Cs = 10.0 ** np.arange(-4, 2)
+    train, val = FeatureSplit(digits.X_train, digits.y_train), FeatureSplit(digits.X_val, digits.y_val)
+    probe = LinearProbe(Cs=Cs, dtype="float64", tol=1e-8, max_iter=5000).select(train, val, Metric.TOP1)
+    assert list(probe.sweep_) == pytest.approx(list(Cs))
+    for C in Cs[::2]:  # the sweep's val scores are sklearn's, C by C
+        scaler, reference = sklearn_fit(digits.X_train, digits.y_train, C, tol=1e-10)
+        expected = Metric.TOP1(digits.y_val, reference.predict(scaler.transform(digits.X_val)))
+        assert abs(probe.sweep_[C] - expected) <= 0.25  # at most one val example of 400
+    best = max(probe.sweep_.values())
+    assert probe.selected_params_ == {"C": min(C for C, score in probe.sweep_.items() if score == best)}
+    assert probe.val_score_ == best
+    # The refit: train+val, standardised with train+val statistics, at the chosen C.
+    X_all = np.concatenate([digits.X_train, digits.X_val])
+    y_all = np.concatenate([digits.y_train, digits.y_val])
+    scaler, reference = sklearn_fit(X_all, y_all, probe.selected_params_["C"], tol=1e-10)
+    np.testing.assert_allclose(probe.mean_, scaler.mean_, rtol=1e-6)
+    np.testing.assert_allclose(probe.coef_, reference.coef_, atol=2e-3 * np.abs(reference.coef_).max())
+    assert probe.C_ == probe.selected_params_["C"]
+
+
+def test_ties_go_to_the_smaller_C():
+    # Well separated clusters: every C in the grid classifies val perfectly, so all candidates tie.
+    X_train, y_train = gaussian_mixture(30, n_classes=3, seed=0, spread=0.2)
+    X_val, y_val = gaussian_mixture(20, n_classes=3, seed=1, spread=0.2)
+    train, val = FeatureSplit(X_train, y_train), FeatureSplit(X_val, y_val)
+    probe = LinearProbe(Cs=[10.0, 0.01, 1.0, 0.1]).select(train, val, Metric.TOP1)
+    assert set(probe.sweep_.values()) == {100.0}
+    assert probe.selected_params_ == {"C": 0.01}
+    assert list(probe.sweep_) == [0.01, 0.1, 1.0, 10.0]  # swept in ascending order (warm starts go up the path)
+
+
+def test_early_stop_of_the_sweep(digits):
+    train, val = FeatureSplit(digits.X_train, digits.y_train), FeatureSplit(digits.X_val, digits.y_val)
+    probe = LinearProbe(patience=3).select(train, val, Metric.TOP1)
+    scores = list(probe.sweep_.values())
+    assert len(scores) < 45
+    assert all(score < max(scores[:-3]) for score in scores[-3:])
+    assert probe.val_score_ == max(scores)
+    full = LinearProbe(Cs=list(probe.sweep_)).select(train, val, Metric.TOP1)
+    assert full.selected_params_ == probe.selected_params_
+
+
+def test_mean_per_class_metric_drives_selection(digits):
+    train, val = FeatureSplit(digits.X_train, digits.y_train), FeatureSplit(digits.X_val, digits.y_val)
+    probe = LinearProbe(Cs=[1e-3, 1e-1, 10.0]).select(train, val, Metric.MEAN_PER_CLASS)
+    assert probe.val_score_ == max(probe.sweep_.values())
+    fitted_on_train = LinearProbe(C=probe.selected_params_["C"]).fit(train.X, train.y)
+    assert probe.val_score_ == pytest.approx(Metric.MEAN_PER_CLASS(val.y, fitted_on_train.predict(val.X)), abs=0.3)
+
+
+def test_estimator_contract():
+    probe = create_probe("linear", C=0.5, max_iter=200)
+    assert isinstance(probe, LinearProbe)
+    assert probe.get_params()["C"] == 0.5 and probe.get_params()["max_iter"] == 200
+    assert clone(probe).get_params() == probe.get_params()
+    X, y = np.random.default_rng(0).normal(size=(40, 5)), np.repeat([3, 7], 20)
+    assert probe.fit(X, y) is probe
+    assert set(probe.predict(X)) <= {3, 7}  # original labels come back, not indices
+    assert probe.decision_scores(X).shape == (40, 2)
+
+
+def test_nan_features_raise_one_line_data_error(digits):
+    X = digits.X_train.copy()
+    X[5, 3] = np.nan
+    for build in (lambda: FeatureSplit(X, digits.y_train), lambda: LinearProbe().fit(X, digits.y_train)):
+        with pytest.raises(DataError) as error:
+            build()
+        assert "NaN" in str(error.value) and "\n" not in str(error.value)
+
+
+@pytest.mark.parametrize(
+    "settings",
+    [{"device": "tpu-7"}, {"dtype": "float16"}, {"Cs": []}, {"Cs": [0.1, -1.0]}, {"patience": 0}],
+)
+def test_bad_settings_raise_config_error(digits, settings):
+    train, val = FeatureSplit(digits.X_train, digits.y_train), FeatureSplit(digits.X_val, digits.y_val)
+    with pytest.raises(ConfigError):
+        LinearProbe(**settings).select(train, val, Metric.TOP1)
+
+
+def test_cuda_device_needs_cuda(digits):
+    if torch.cuda.is_available():
+        probe = LinearProbe(C=1.0, device="cuda").fit(digits.X_train, digits.y_train)
+        reference = LinearProbe(C=1.0).fit(digits.X_train, digits.y_train)
+        assert Metric.TOP1(digits.y_test, probe.predict(digits.X_test)) == pytest.approx(
+            Metric.TOP1(digits.y_test, reference.predict(digits.X_test)), abs=0.5
+        )
+    else:
+        with pytest.raises(ConfigError, match="CUDA is not available"):
+            LinearProbe(device="cuda").fit(digits.X_train, digits.y_train)
+
+
+def test_single_class_is_a_data_error():
+    with pytest.raises(DataError, match="at least 2 classes"):
+        LinearProbe().fit(np.ones((10, 3)), np.zeros(10, dtype=int))

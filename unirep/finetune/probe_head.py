@@ -1,0 +1,62 @@
+"""LP-FT's linear-probing phase with unirep's own linear probe (Kumar et al. 2022 fit the head to convergence
+with logistic regression before fine-tuning; a few SGD epochs on the head underfit, see the README).
+
+The probe (L-BFGS multinomial logistic regression on standardised features, unirep.probes.linear) runs on the
+frozen network's features of the un-augmented images. Its C is chosen on val over the probe's default grid
+(Kornblith et al.'s 10^linspace(-6, 5, 45)); the head is then fitted with that C on the training images only, so
+the fine-tuning phase that follows is still selected on a val split it has never fitted. The standardisation is
+folded into the head: W (x - mean) / scale + b == (W / scale) x + (b - (W / scale) . mean).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from unirep.features import ExtractionSettings, extract_features
+from unirep.finetune.module import Classifier
+from unirep.metrics import Metric
+from unirep.probes import FeatureSplit, create_probe
+from unirep.tasks.base import ImageSet
+
+# A class the probe never saw in training gets this much less than the lowest bias: like the probe, never predicted.
+ABSENT_CLASS_MARGIN = 10.0
+
+
+def frozen_features(net: Classifier, images: ImageSet, device: str) -> FeatureSplit:
+    """Features of `net`'s backbone (eval mode, fp32, eval transform) and the labels."""
+    settings = ExtractionSettings(batch_size=256, device=device)
+    extracted = extract_features(net.backbone, images, settings, description="linear-probe features")
+    return FeatureSplit(extracted.features, extracted.labels)
+
+
+def linear_probe_head(net: Classifier, fit_images: ImageSet, val: ImageSet | None, metric: Metric,
+                      C: float | None, device: str = "cpu") -> tuple[float, float | None]:
+    """Set `net.head` to the linear probe fitted on `fit_images`; with `C` None, choose C on `val` first.
+
+    Returns the C used and the probe's best val score (None when C was given).
+
+    Example:
+        >>> C, val_score = linear_probe_head(net, task.split("train"), task.split("val"), Metric.TOP1, C=None)
+    """
+    train = frozen_features(net, fit_images, device)
+    val_score = None
+    if C is None:
+        selector = create_probe("linear").select(train, frozen_features(net, val, device), metric)
+        C, val_score = float(selector.selected_params_["C"]), float(selector.val_score_)
+    probe = create_probe("linear", C=C).fit(train.X, train.y)
+    load_head(net.head, probe.coef_, probe.intercept_, probe.mean_, probe.scale_, probe.classes_)
+    return C, val_score
+
+
+@torch.no_grad()
+def load_head(head: torch.nn.Linear, coef: np.ndarray, intercept: np.ndarray, mean: np.ndarray, scale: np.ndarray,
+              classes: np.ndarray) -> None:
+    """Write a probe on standardised features into `head`, which reads raw features."""
+    weight = torch.as_tensor(coef / scale[None, :], dtype=head.weight.dtype)
+    bias = torch.as_tensor(intercept - weight.double().numpy() @ mean, dtype=head.bias.dtype)
+    head.weight.zero_()
+    head.bias.fill_(float(bias.min()) - ABSENT_CLASS_MARGIN)
+    rows = torch.as_tensor(np.asarray(classes, dtype=np.int64))
+    head.weight[rows] = weight
+    head.bias[rows] = bias
