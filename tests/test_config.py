@@ -7,9 +7,9 @@ from unirep.errors import ConfigError
 
 def test_defaults_yaml_then_dotlist_precedence(tmp_path):
     path = tmp_path / "c.yaml"
-    path.write_text("backbones: [raw-pixels]\ntasks: [sklearn-digits]\ninput_size: 96\nlinear:\n  n_c: 10\n")
+    path.write_text("backbones: [raw-pixels]\ntasks: [sklearn-digits]\nmax_input_size: 96\nlinear:\n  n_c: 10\n")
     cfg = load_config(EvalConfig, path, ["linear.n_c=5", "knn.temperature=0.1"], out=str(tmp_path / "o"))
-    assert cfg.input_size == 96  # from YAML
+    assert cfg.max_input_size == 96  # from YAML
     assert cfg.linear.n_c == 5  # dotlist wins over YAML
     assert cfg.linear.c_min_exp == -6.0  # default kept
     assert cfg.knn.temperature == 0.1 and cfg.out == str(tmp_path / "o")
