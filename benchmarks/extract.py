@@ -9,13 +9,16 @@ forward, copy out); the reference only runs `backbone(x)` on a pre-built normali
 from __future__ import annotations
 
 import argparse
+import os
 import time
 
 import torch
 
-from unirep.backbones import create_backbone
-from unirep.features import ExtractionSettings, extract_features
-from unirep.tasks import create_task
+os.environ.setdefault("UNIREP_QUIET", "1")  # no progress bars between the figures
+
+from unirep.backbones import create_backbone  # noqa: E402
+from unirep.features import ExtractionSettings, extract_features  # noqa: E402
+from unirep.tasks import create_task  # noqa: E402
 
 
 def bare_forward_images_per_second(backbone, batch: torch.Tensor, n_images: int, settings) -> float:
@@ -41,7 +44,8 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--n", type=int, default=4096, help="images timed")
     parser.add_argument("--precision", default="fp32")
-    parser.add_argument("--channels-last", action="store_true")
+    parser.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=True,
+                        help="NHWC memory format (unirep eval's default)")
     args = parser.parse_args()
     torch.set_num_threads(torch.get_num_threads())
     settings = ExtractionSettings(batch_size=args.batch_size, precision=args.precision,

@@ -121,9 +121,11 @@ def gaussian_case(n_train: int, n_val: int, n_test: int, dim: int = 512, n_class
                 y_val, X_test, y_test)
 
 
-def run_unirep(case: Case, Cs: np.ndarray, max_iter: int, tol: float) -> tuple[float, float, float, dict]:
+def run_unirep(
+    case: Case, Cs: np.ndarray, max_iter: int, tol: float, precondition: bool = True
+) -> tuple[float, float, float, dict]:
     start = time.perf_counter()
-    probe = create_probe("linear", Cs=Cs, max_iter=max_iter, tol=tol)
+    probe = create_probe("linear", Cs=Cs, max_iter=max_iter, tol=tol, precondition=precondition)
     probe.select(FeatureSplit(case.X_train, case.y_train), FeatureSplit(case.X_val, case.y_val), Metric.TOP1)
     seconds = time.perf_counter() - start
     test = SealedSplit(case.X_test, case.y_test).evaluate(probe, Metric.TOP1).score
@@ -153,18 +155,25 @@ def run_sklearn(case: Case, Cs: np.ndarray, max_iter: int, tol: float) -> tuple[
     return seconds, test, best, {"iterations": iterations}
 
 
-def compare(case: Case, Cs: np.ndarray, max_iter: int, tol: float) -> None:
+def run_unirep_plain(case: Case, Cs: np.ndarray, max_iter: int, tol: float) -> tuple[float, float, float, dict]:
+    """Ablation: unirep's solver without the curvature preconditioner (plain L-BFGS, as sklearn)."""
+    return run_unirep(case, Cs, max_iter, tol, precondition=False)
+
+
+def compare(case: Case, Cs: np.ndarray, max_iter: int, tol: float, ablation: bool) -> None:
     print(f"\n== {case.name}: {case.description}")
     print(f"   train {case.X_train.shape} / val {len(case.y_val)} / test {len(case.y_test)}; {len(Cs)} Cs in "
           f"[{Cs.min():.0e}, {Cs.max():.0e}], max_iter={max_iter}, tol={tol:g}; load avg {_load()}", flush=True)
     results: dict[str, tuple] = {}
     runners: dict[str, Callable] = {"unirep": run_unirep, "sklearn": run_sklearn}
+    if ablation:
+        runners["unirep-noprecond"] = run_unirep_plain
     for name, runner in runners.items():
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", ConvergenceWarning)  # both sides hit max_iter at large C alike
             results[name] = runner(case, Cs, max_iter, tol)
         seconds, test, C, info = results[name]
-        print(f"   {name:8s} sweep+refit {seconds:8.1f} s   test top1 {test:6.2f}   selected C {C:.3g}   "
+        print(f"   {name:16s} sweep+refit {seconds:8.1f} s   test top1 {test:6.2f}   selected C {C:.3g}   "
               f"L-BFGS iterations {info['iterations']}", flush=True)
     (ours, ours_test, _, _), (theirs, theirs_test, _, _) = results["unirep"], results["sklearn"]
     print(f"   accuracy difference (unirep - sklearn): {ours_test - theirs_test:+.2f} pt; "
@@ -185,6 +194,7 @@ def main() -> None:
     parser.add_argument("--max-iter", type=int, default=1000, help="L-BFGS iterations per C, both sides")
     parser.add_argument("--tol", type=float, default=1e-4, help="gradient tolerance, both sides (sklearn's tol)")
     parser.add_argument("--every", type=int, default=1, help="use every n-th C of the 45-C grid, both sides")
+    parser.add_argument("--ablation", action="store_true", help="also time unirep without its preconditioner")
     parser.add_argument("--threads", type=int, default=1,
                         help="threads for both sides (torch, BLAS, OpenMP); 0 keeps the libraries' defaults")
     parser.add_argument("--cache-dir", type=Path, default=Path.home() / ".cache" / "unirep" / "benchmarks")
@@ -203,7 +213,7 @@ def main() -> None:
         "gmm50k": lambda: gaussian_case(*((2000, 500, 1000) if args.quick else (40000, 10000, 10000))),
     }
     for name in args.cases:
-        compare(builders[name](), Cs, args.max_iter, args.tol)
+        compare(builders[name](), Cs, args.max_iter, args.tol, args.ablation)
 
 
 if __name__ == "__main__":

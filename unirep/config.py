@@ -134,7 +134,9 @@ class EvalConfig:
     num_workers: int = 0
     device: str = "auto"
     precision: str = "fp32"
-    channels_last: bool = False
+    # channels_last: NHWC convolutions, 1.3-1.9x faster for MobileNetV2 / EfficientNet-Lite0 at 64 px on 2 CPU
+    # cores (fp32 numerics, only the summation order changes; part of the feature cache key).
+    channels_last: bool = True
     force: bool = False
     linear: LinearProbeConfig = field(default_factory=LinearProbeConfig)
     knn: KNNProbeConfig = field(default_factory=KNNProbeConfig)

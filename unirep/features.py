@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torchvision.transforms.v2 as T
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
@@ -67,19 +68,33 @@ class ExtractedSplit:
     cached: bool = False
 
 
-class _GeometryDataset(Dataset):
-    """ImageSet -> uint8 tensors after resize + crop; normalisation happens per batch."""
+class _ImageTensors(Dataset):
+    """ImageSet -> uint8 (3, H, W) tensors at their stored size; resize + crop happen per batch."""
 
-    def __init__(self, images: ImageSet, transform):
+    def __init__(self, images: ImageSet):
         self.images = images
-        self.transform = transform
 
     def __len__(self) -> int:
         return len(self.images)
 
-    def __getitem__(self, index: int):
+    def __getitem__(self, index: int) -> torch.Tensor:
         image, _ = self.images[index]
-        return self.transform(image)
+        return T.functional.pil_to_tensor(image)
+
+
+class _ResizeCropCollate:
+    """Collates uint8 images into one (B, 3, size, size) batch. Why batched: most tasks store equal-sized
+    images, and one resize call over the stacked batch costs a fraction of B per-image calls (which took
+    about as long as MobileNetV2's forward at 64 px on 2 cores) with identical pixels; mixed sizes are
+    resized one by one. A class, not a closure, so DataLoader workers can pickle it."""
+
+    def __init__(self, resize_crop):
+        self.resize_crop = resize_crop
+
+    def __call__(self, images: list[torch.Tensor]) -> torch.Tensor:
+        if all(image.shape == images[0].shape for image in images):
+            return self.resize_crop(torch.stack(images))
+        return torch.stack([self.resize_crop(image) for image in images])
 
 
 @torch.inference_mode()
@@ -102,8 +117,9 @@ def extract_features(
     if settings.channels_last:
         backbone.to(memory_format=torch.channels_last)
     loader = DataLoader(
-        _GeometryDataset(images, backbone.data_config.geometry_transform()),
+        _ImageTensors(images),
         batch_size=settings.batch_size,
+        collate_fn=_ResizeCropCollate(backbone.data_config.resize_crop()),
         num_workers=settings.num_workers,
         persistent_workers=False,
     )

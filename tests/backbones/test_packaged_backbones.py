@@ -44,6 +44,14 @@ def test_cat_in_top5_at_native_resolution(packaged, cat):
     assert top5 & CAT_CLASSES, f"{packaged.name}: top-5 {sorted(top5)} has no cat class"
 
 
+def test_features_and_logits_in_one_pass_equal_the_separate_passes(packaged, cat):
+    x = packaged.data_config.transform()(cat)[None]
+    with torch.inference_mode():
+        features, logits = packaged.forward_with_source_logits(x)
+        torch.testing.assert_close(features, packaged(x))
+        torch.testing.assert_close(logits, packaged.forward_source_logits(x))
+
+
 def test_weights_id_is_the_file_hash(packaged):
     spec = PACKAGED[packaged.name]
     assert packaged.weights_id == f"sha256:{sha256_file(spec.locate())}" == f"sha256:{spec.sha256}"

@@ -44,9 +44,13 @@ class DataConfig:
 
     def geometry_transform(self) -> T.Compose:
         """Per-image part: resize + centre crop on uint8 (cheap; run in the data loader)."""
+        return T.Compose([T.ToImage(), self.resize_crop()])
+
+    def resize_crop(self) -> T.Compose:
+        """Resize (shorter side to input_size / crop_pct) + centre crop of a uint8 (..., 3, H, W) tensor. A batch
+        of equal-sized images goes through in one call, with the same result as image by image."""
         resize = int(round(self.input_size / self.crop_pct))
         return T.Compose([
-            T.ToImage(),
             T.Resize(resize, interpolation=INTERPOLATIONS[self.interpolation], antialias=True),
             T.CenterCrop(self.input_size),
         ])

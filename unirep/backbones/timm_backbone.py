@@ -66,6 +66,14 @@ class TimmBackbone(Backbone):
             return super().forward_source_logits(x)
         return self.model.forward_head(self.model.forward_features(x))
 
+    def forward_with_source_logits(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """One forward pass for both (LEEP/NCE next to the probes used to cost a second one): the classifier
+        applied to the pre-logits features is what `forward_head` computes in eval mode."""
+        if self._stage is not None or not self.has_source_head:
+            return super().forward_with_source_logits(x)
+        features = self.forward(x)
+        return features, self.model.get_classifier()(features)
+
     def identity(self) -> dict:
         return {**super().identity(), "architecture": self.model.pretrained_cfg.get("architecture")}
 

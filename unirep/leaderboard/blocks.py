@@ -83,6 +83,12 @@ def block_tasks(tasks: Sequence[str], suites: Mapping[str, Sequence[str]]) -> di
     return out
 
 
+def protocol_order(cells: Sequence[Cell]) -> list[str]:
+    """Protocols scored in percent (probes, fine-tuning) first, then estimators; by name within each."""
+    percent = {c.protocol: c.is_percent for c in cells}
+    return sorted(percent, key=lambda protocol: (not percent[protocol], protocol))
+
+
 def build_blocks(
     cells: Sequence[Cell],
     suites: Mapping[str, Sequence[str]],
@@ -91,9 +97,9 @@ def build_blocks(
     level: float = 0.95,
     seed: int = 0,
 ) -> list[Block]:
-    """Blocks sorted by (suite "all" first, protocol)."""
+    """Blocks by protocol (in `protocol_order`), "all" tasks first."""
     blocks = []
-    for protocol in sorted({c.protocol for c in cells}):
+    for protocol in protocol_order(cells):
         in_protocol = [c for c in cells if c.protocol == protocol]
         for suite, tasks in block_tasks({c.task for c in in_protocol}, suites).items():
             chosen = [c for c in in_protocol if c.task in tasks]

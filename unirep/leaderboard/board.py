@@ -16,7 +16,7 @@ import pandas as pd
 from unirep.errors import DataError
 from unirep.fileio import atomic_write_text, ensure_writable_dir
 from unirep.leaderboard.agreement import AGREEMENT_COLUMNS, agreement_table
-from unirep.leaderboard.blocks import ALL_TASKS, Block, aggregates_table, build_blocks, task_suites
+from unirep.leaderboard.blocks import ALL_TASKS, Block, aggregates_table, build_blocks, protocol_order, task_suites
 from unirep.leaderboard.tables import Cell, config_digest, group_cells, long_table, wide_table
 from unirep.leaderboard.validate import record_files, schema_problems
 from unirep.results import ResultRecord, read_record
@@ -60,7 +60,7 @@ class Leaderboard:
 
     @property
     def protocols(self) -> list[str]:
-        return sorted({c.protocol for c in self.cells})
+        return protocol_order(self.cells)
 
     @property
     def tasks(self) -> list[str]:

@@ -67,8 +67,8 @@ class KNNProbe(Probe):
         return self
 
     def _sweep(self, train: FeatureSplit, val: FeatureSplit, metric: Metric) -> list[SweepPoint]:
-        candidates = sorted({min(int(k), len(train.y)) for k in self.ks}) if len(self.ks) else []
-        self._check_settings(candidates[-1] if candidates else 0, self.temperature)
+        self._check_settings(1, self.temperature)  # validates ks and T before any work
+        candidates = sorted({min(int(k), len(train.y)) for k in self.ks})
         self._build_index(train.X, train.y)
         sims, neighbours = self._search(val.X, candidates[-1])
         points = []
@@ -98,7 +98,7 @@ class KNNProbe(Probe):
         return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
 
     def _check_settings(self, k: int, temperature: float) -> None:
-        if not self.ks or any(int(c) < 1 for c in self.ks):
+        if len(self.ks) == 0 or any(int(c) < 1 for c in self.ks):
             raise ConfigError(f"kNN probe ks must be a non-empty list of positive integers, got {self.ks!r}")
         if int(k) < 1:
             raise ConfigError(f"kNN probe k must be a positive integer, got {k!r}")

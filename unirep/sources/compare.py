@@ -2,7 +2,8 @@
 
 A comparison preset (configs/sources/compare.yaml) lists presets; each is trained into `<out>/<preset>`, and
 `<out>/eval.yaml` is written so that `unirep eval --config <out>/eval.yaml` measures their universality with
-the usual probes and records. `<out>/comparison.json` keeps each run's source metrics and wall time.
+the usual probes and records, next to `<out>/random-init` (the first preset's networks, untrained).
+`<out>/comparison.json` keeps each run's source metrics and wall time.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from unirep.fileio import atomic_write_json, atomic_write_text
 from unirep.tasks.base import CARDS_DIR
 
 PRESETS_DIR = CARDS_DIR.parent / "configs" / "sources"
+RANDOM_INIT = "random-init"
 
 
 @dataclass
@@ -27,6 +29,9 @@ class ComparisonConfig:
     compare: list[str] = MISSING  # preset names (configs/sources/<name>.yaml) or paths
     out: str = "runs/sources/compare"
     overrides: list[str] = field(default_factory=list)  # dotlist applied to every run
+    # The untrained control: the first preset's network(s) with the same overrides and seed but zero epochs,
+    # evaluated as `source:random-init`. What any scheme gains over it is what source training taught.
+    random_init: bool = True
     eval: dict[str, Any] = field(default_factory=lambda: {"tasks": ["offline"], "protocols": ["linear", "knn"]})
 
 
@@ -40,17 +45,21 @@ def is_comparison(path: str | Path) -> bool:
 
 
 def resolve_preset(name: str, base: Path = PRESETS_DIR) -> Path:
-    """A preset path as given, else `<base>/<name>.yaml`."""
-    for candidate in (Path(name), base / name, base / f"{name}.yaml"):
+    """A preset path as given, else `<base>/<name>.yaml`, else unirep's own `configs/sources/<name>.yaml` (so a
+    comparison file anywhere can name the shipped presets, and presets beside it take precedence)."""
+    folders = list(dict.fromkeys([base, PRESETS_DIR]))
+    for candidate in (Path(name), *(f / n for f in folders for n in (name, f"{name}.yaml"))):
         if candidate.is_file():
             return candidate
-    known = sorted(p.stem for p in base.glob("*.yaml"))
-    raise ConfigError(f"source preset {name!r} not found (neither a file nor {base}/{name}.yaml); presets: {known}")
+    known = sorted({p.stem for f in folders for p in f.glob("*.yaml")})
+    raise ConfigError(f"source preset {name!r} not found (neither a file nor <name>.yaml in "
+                      f"{', '.join(map(str, folders))}); presets: {known}")
 
 
 def train_comparison(path: str | Path, dotlist: list[str] | None = None) -> tuple[Path, list[dict]]:
     """Train every preset of the comparison at `path`; returns its output folder and one summary row per preset."""
     from unirep.sources.config import load_source_config
+    from unirep.sources.schemes import SCHEMES
     from unirep.sources.train import train_source
 
     own_keys = set(ComparisonConfig.__dataclass_fields__)
@@ -59,13 +68,21 @@ def train_comparison(path: str | Path, dotlist: list[str] | None = None) -> tupl
     cfg = load_config(ComparisonConfig, path, own)
     out = Path(cfg.out)
     rows, backbones = [], []
-    for name in cfg.compare:
+    runs = [(Path(name).stem, name, []) for name in cfg.compare]
+    if cfg.random_init and runs:
+        runs.append((RANDOM_INIT, cfg.compare[0], ["optim.epochs=0"]))  # last word: no override trains it
+        first = load_source_config(resolve_preset(cfg.compare[0], Path(path).parent), [*cfg.overrides, *per_run])
+        if first.fsft.enabled or SCHEMES.get(first.scheme).fsft:  # checked before anything trains
+            raise ConfigError(f"random_init is the first preset's networks untrained, but {cfg.compare[0]!r} has an "
+                              "FSFT stage that would train them: list a preset without FSFT first (e.g. "
+                              "reference) or set random_init=false")
+    for label, name, pinned in runs:
         preset = resolve_preset(name, Path(path).parent)
-        run_cfg = load_source_config(preset, [*cfg.overrides, *per_run, f"out={out / Path(name).stem}"])
+        run_cfg = load_source_config(preset, [*cfg.overrides, *per_run, *pinned, f"out={out / label}"])
         result = train_source(run_cfg)
-        rows.append(summary_row(Path(name).stem, result))
+        rows.append(summary_row(label, result))
         backbones.append({"name": str(result.out), "input_size": int(run_cfg.data.input_size),
-                          "label": f"source:{Path(name).stem}"})
+                          "label": f"source:{label}"})
     if rows and rows[0]["checkpoint"] is not None:  # global rank 0 only
         atomic_write_json(out / "comparison.json", {"runs": rows, "config": to_container(cfg)})
         eval_cfg = {"backbones": backbones, **to_container(cfg.eval), "out": str(out / "eval")}
