@@ -133,6 +133,11 @@ def test_agreement_per_task_mean_and_finetune_reference(tmp_path):
     csv = pd.read_csv(tmp_path / "lb" / "agreement.csv")
     long = pd.read_csv(tmp_path / "lb" / "results-long.csv")
     assert list(dict.fromkeys(csv["reference"])) == ["linear", "finetune"]
+    # Scored protocols lead the leaderboard, estimators follow; by name within each group.
+    assert board.protocols == ["finetune", "linear", "logme", "nce"]
+    markdown = (tmp_path / "lb" / "leaderboard.md").read_text()
+    headings = [line.split(" · ")[0][3:] for line in markdown.splitlines() if " · all tasks" in line]
+    assert headings == board.protocols
 
     for reference in ("linear", "finetune"):
         for estimator in ("logme", "nce"):

@@ -99,14 +99,15 @@ def build_blocks(
 ) -> list[Block]:
     """Blocks by protocol (in `protocol_order`), "all" tasks first."""
     blocks = []
-    for protocol in protocol_order(cells):
+    order = protocol_order(cells)
+    for protocol in order:
         in_protocol = [c for c in cells if c.protocol == protocol]
         for suite, tasks in block_tasks({c.task for c in in_protocol}, suites).items():
             chosen = [c for c in in_protocol if c.task in tasks]
             block = Block(suite, protocol, tasks, done=_count_done(chosen))
             _aggregate(block, chosen, reference, n_boot, level, seed)
             blocks.append(block)
-    blocks.sort(key=lambda b: (b.suite != ALL_TASKS, b.suite, b.protocol))
+    blocks.sort(key=lambda b: (b.suite != ALL_TASKS, b.suite, order.index(b.protocol)))
     return blocks
 
 
