@@ -45,8 +45,8 @@ from unirep.probes.base import (
 
 DEFAULT_CS = 10 ** np.linspace(-6, 5, 45)  # Kornblith et al. 2019 / ssl-transfer
 _DTYPES = {"float32": torch.float32, "float64": torch.float64}
-# float64 gave the same iteration counts on raw pixels (D = 3072), 1.3x slower; it remains the fallback when
-# float32 eigh does not converge (seen on the concatenated features of a MulDiP source network).
+# float64 gave the same iteration counts on raw pixels (D = 3072), 1.3x slower; it is the fallback when float32
+# fails (`_eigh_with_fallback`).
 EIGH_DTYPE = torch.float32
 _SCORE_CHUNK = 65536  # rows per matmul when scoring, to bound memory on large test sets
 
@@ -369,14 +369,24 @@ class _CurvaturePreconditioner:
             probabilities = torch.softmax(logits, dim=1)
             weights = (probabilities * (1 - probabilities)).mean(dim=1)
             curvature = (X.T @ (X * weights[:, None])) / X.shape[0]
-            try:
-                values, vectors = torch.linalg.eigh(curvature.to(EIGH_DTYPE))
-            except torch.linalg.LinAlgError:  # float32 LAPACK can fail on nearly repeated eigenvalues
-                values, vectors = torch.linalg.eigh(curvature.double())
+            values, vectors = _eigh_with_fallback(curvature)
         self.eigenvalues = values.clamp_(min=0).to(X.dtype)
         self.eigenvectors = vectors.to(X.dtype)
         self.bias_inverse = 1.0 / max(float(weights.mean()), 1e-6)
         self.iterations_since_build = 0
+
+
+def _eigh_with_fallback(matrix: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """eigh in EIGH_DTYPE, redone in float64 when float32 LAPACK fails: it raises on some nearly repeated
+    eigenvalues and silently returns NaN on others (seen with a source network whose features have 115 of
+    256 columns constant)."""
+    try:
+        values, vectors = torch.linalg.eigh(matrix.to(EIGH_DTYPE))
+        if torch.isfinite(values).all() and torch.isfinite(vectors).all():
+            return values, vectors
+    except torch.linalg.LinAlgError:
+        pass
+    return torch.linalg.eigh(matrix.double())
 
 
 def minimize_lbfgs(
