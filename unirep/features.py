@@ -84,9 +84,10 @@ class _ImageTensors(Dataset):
 
 class _ResizeCropCollate:
     """Collates uint8 images into one (B, 3, size, size) batch. Why batched: most tasks store equal-sized
-    images, and one resize call over the stacked batch costs a fraction of B per-image calls (which took
-    about as long as MobileNetV2's forward at 64 px on 2 cores) with identical pixels; mixed sizes are
-    resized one by one. A class, not a closure, so DataLoader workers can pickle it."""
+    images, and one resize call over the stacked batch gives identical pixels at a fraction of the cost of B
+    per-image calls (Fashion-MNIST to 64 px: 0.18 ms per image including reading it, against 0.48 ms, next to
+    ~2 ms for MobileNetV2's forward); mixed sizes are resized one by one. A class, not a closure, so
+    DataLoader workers can pickle it."""
 
     def __init__(self, resize_crop):
         self.resize_crop = resize_crop
