@@ -14,8 +14,15 @@ from sklearn.preprocessing import StandardScaler
 
 from unirep.errors import ConfigError, DataError
 from unirep.metrics import Metric
-from unirep.probes import FeatureSplit, create_probe
-from unirep.probes.linear import LinearProbe
+from unirep.probes import FeatureSplit, create_probe, linear
+from unirep.probes.linear import (
+    DEFAULT_CS,
+    LinearProbe,
+    _KroneckerPreconditioner,
+    _path_prediction,
+    _Problem,
+    _Solution,
+)
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -186,3 +193,47 @@ def test_preconditioner_falls_back_to_float64_when_float32_eigh_fails(digits, mo
     # Same minimiser up to the solvers' stopping tolerance: same val scores, weights within a few hundredths.
     assert probe.selected_params_ == reference.selected_params_ and probe.sweep_ == reference.sweep_
     np.testing.assert_allclose(probe.coef_, reference.coef_, atol=5e-2)
+
+
+def test_kronecker_preconditioner_is_the_inverse_of_its_curvature(digits, monkeypatch):
+    # Independent dense construction: M = S (x) G + l2 I on the row-major weights, S from the softmax at theta.
+    # Eigendecompositions in float64 to compare to ~1e-6 (float32 ones, the default, are enough to precondition).
+    monkeypatch.setattr(linear, "EIGH_DTYPE", torch.float64)
+    problem = _Problem.build(digits.X_train, digits.y_train, np.unique(digits.y_train), torch.float64,
+                             torch.device("cpu"))
+    n_classes, dim = 10, problem.X.shape[1]
+    theta = torch.from_numpy(np.random.default_rng(0).normal(scale=0.1, size=n_classes * dim + n_classes))
+    l2 = 1e-3
+    apply = _KroneckerPreconditioner(problem).start_solve(l2)(theta)
+    X = problem.X.numpy()
+    logits = X @ theta[: n_classes * dim].numpy().reshape(n_classes, dim).T + theta[n_classes * dim :].numpy()
+    p = np.exp(logits - logits.max(axis=1, keepdims=True))
+    p /= p.sum(axis=1, keepdims=True)
+    S = np.diag(p.mean(axis=0)) - p.T @ p / len(X)
+    M = np.kron(S, X.T @ X / len(X)) + l2 * np.eye(n_classes * dim)
+    v = torch.from_numpy(np.random.default_rng(1).normal(size=n_classes * dim + n_classes))
+    out = apply(v).numpy()
+    expected = np.linalg.solve(M, v[: n_classes * dim].numpy())
+    np.testing.assert_allclose(out[: n_classes * dim], expected, rtol=1e-6, atol=1e-8 * np.abs(expected).max())
+    np.testing.assert_allclose(out[n_classes * dim :], v[n_classes * dim :].numpy() / np.diag(S).mean(), rtol=1e-9)
+
+
+def test_path_prediction_lands_closer_to_the_next_minimiser(digits):
+    problem = _Problem.build(digits.X_train, digits.y_train, np.unique(digits.y_train), torch.float64,
+                             torch.device("cpu"))
+    solver = LinearProbe(dtype="float64", tol=1e-9, max_iter=5000)
+    Cs = DEFAULT_CS[20:23]  # three neighbours of the default grid (~0.03 to 0.1)
+    path, solution = [], _Solution.zeros(problem)
+    for C in Cs[:2]:
+        solution, _ = solver._solve(problem, solution, float(C))
+        path.append((np.log(C), solution))
+    exact, _ = solver._solve(problem, solution, float(Cs[2]))
+    predicted = _path_prediction(problem, path, float(Cs[2]), solution, tol=1e-9)
+    assert predicted is not None
+    l2 = 1.0 / (Cs[2] * len(digits.y_train))
+    assert predicted.objective_at(l2)[0] < solution.objective_at(l2)[0]
+    distance = {name: float((start.W - exact.W).norm()) for name, start in (("previous", solution),
+                                                                           ("predicted", predicted))}
+    assert distance["predicted"] < 0.5 * distance["previous"]
+    # The previous solution already meets a loose tolerance at the next C: no evaluation is spent on a prediction.
+    assert _path_prediction(problem, path, float(Cs[2]), solution, tol=1e3) is None
