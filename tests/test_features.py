@@ -47,6 +47,39 @@ def test_extraction_equals_per_image_transform_and_forward(digits_images):
     np.testing.assert_array_equal(got.labels, digits_images.labels)
 
 
+def _read_one_by_one(images: ImageSet) -> ImageSet:
+    """The same examples without the array backing: extraction must read them as PIL images, one at a time."""
+    return ImageSet(images.ids, images.labels, lambda i: images[i][0])
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+def test_stored_pixel_batches_equal_the_images(channels):
+    rng = np.random.default_rng(0)
+    shape = (40, 20, 24) if channels == 1 else (40, 20, 24, 3)
+    images = ImageSet.from_array(rng.integers(0, 256, shape, dtype=np.uint8), np.arange(40) % 4,
+                                 [f"x{i}" for i in range(40)], "random")
+    subset = images.subset([5, 30, 7, 12, 0]).subset([4, 1, 2])  # rows 0, 30, 7 of the array
+    stored = subset.stored_pixels([0, 2, 1])
+    assert stored.shape == (3, channels, 20, 24) and stored.dtype == torch.uint8
+    expected = torch.stack([torch.from_numpy(np.array(subset[i][0])).permute(2, 0, 1) for i in (0, 2, 1)])
+    assert torch.equal(stored.expand(-1, 3, -1, -1), expected)
+    assert _read_one_by_one(subset).stored_pixels([0]) is None
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+def test_stored_pixel_path_gives_the_features_of_the_image_path(channels):
+    # Resize + centre crop of a non-square image (crop_pct < 1), grey resized as one channel on the fast path.
+    rng = np.random.default_rng(1)
+    shape = (70, 20, 24) if channels == 1 else (70, 20, 24, 3)
+    images = ImageSet.from_array(rng.integers(0, 256, shape, dtype=np.uint8), np.zeros(70, dtype=int),
+                                 [f"x{i}" for i in range(70)], "random")
+    backbone = TinyConvBackbone()
+    backbone.data_config = DataConfig(input_size=16, crop_pct=0.875)
+    settings = ExtractionSettings(batch_size=32)
+    fast = extract_features(backbone, images, settings).features
+    np.testing.assert_array_equal(fast, extract_features(backbone, _read_one_by_one(images), settings).features)
+
+
 def test_bf16_channels_last_close_to_fp32(digits_images):
     backbone = TinyConvBackbone()
     fp32 = extract_features(backbone, digits_images, ExtractionSettings())

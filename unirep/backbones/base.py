@@ -55,11 +55,16 @@ class DataConfig:
             T.CenterCrop(self.input_size),
         ])
 
-    def normalize_batch(self, batch: torch.Tensor) -> torch.Tensor:
-        """Per-batch part: uint8 (B, 3, H, W) -> normalised float, one vectorised op for the whole batch."""
+    def normalize_batch(
+        self, batch: torch.Tensor, memory_format: torch.memory_format = torch.contiguous_format
+    ) -> torch.Tensor:
+        """Per-batch part: uint8 (B, 3, H, W) -> normalised float in `memory_format`, vectorised over the batch.
+        The float copy is made once, in the layout the model wants, and normalised in place (the same numbers
+        as `(batch.float() - mean) / std`)."""
         mean = torch.tensor(self.mean, device=batch.device).view(1, 3, 1, 1) * 255.0
         std = torch.tensor(self.std, device=batch.device).view(1, 3, 1, 1) * 255.0
-        return (batch.float() - mean) / std
+        out = torch.empty(batch.shape, dtype=torch.float32, device=batch.device, memory_format=memory_format)
+        return out.copy_(batch).sub_(mean).div_(std)
 
     def to_dict(self) -> dict:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}

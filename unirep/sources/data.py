@@ -22,6 +22,7 @@ from tqdm.auto import tqdm
 
 from unirep.backbones.base import DataConfig
 from unirep.errors import ConfigError
+from unirep.features import image_batches
 from unirep.sources.label_sets import LabelSet
 from unirep.tasks.base import ImageSet, stratified_take
 
@@ -49,12 +50,11 @@ def subset(images: ImageSet, size: int | None, seed: int, split: str) -> ImageSe
 
 
 def cache_split(images: ImageSet, data_config: DataConfig, description: str) -> CachedSplit:
-    """Run the geometry transform over every image once."""
-    geometry = data_config.geometry_transform()
-    tensors = [geometry(images[i][0]) for i in tqdm(range(len(images)), desc=description, leave=False,
-                                                     mininterval=2.0)]
-    stacked = torch.stack(tensors) if tensors else torch.zeros((0, 3, data_config.input_size, data_config.input_size),
-                                                                dtype=torch.uint8)
+    """Resize + centre-crop every image once, in batches (the pixels feature extraction sees)."""
+    batches = [batch.contiguous() for batch in tqdm(image_batches(images, data_config, batch_size=256),
+                                                     desc=description, leave=False, mininterval=2.0)]
+    stacked = torch.cat(batches) if batches else torch.zeros((0, 3, data_config.input_size, data_config.input_size),
+                                                             dtype=torch.uint8)
     return CachedSplit(stacked.contiguous(), np.asarray(images.labels, dtype=np.int64), list(images.ids))
 
 

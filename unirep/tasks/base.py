@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
+import torch
 import yaml
 from PIL import Image
 
@@ -98,6 +99,8 @@ class ImageSet:
 
     Images come from `get_image(i)`, so in-memory arrays and files on disk share one interface.
     `source(i)` names where example i comes from (file path or package + index) for error messages.
+    Sets built `from_array` also hand out whole batches of their stored pixels (`stored_pixels`), which
+    feature extraction uses instead of one PIL image per example.
     """
 
     def __init__(
@@ -113,6 +116,18 @@ class ImageSet:
             raise DataError(f"{len(self.ids)} ids but {len(self.labels)} labels")
         self._get_image = get_image
         self._source = source or (lambda i: self.ids[i])
+        self._pixels: np.ndarray | None = None  # uint8 (N, H, W) or (N, H, W, 3) when array-backed
+        self._rows: np.ndarray | None = None  # example i is _pixels[_rows[i]] (None: the identity)
+
+    def stored_pixels(self, indices: Sequence[int] | np.ndarray) -> torch.Tensor | None:
+        """uint8 (B, C, H, W) pixels of these examples straight from the backing array, C = 1 for grey and 3 for
+        RGB; None when the set is not array-backed. The same pixels as `self[i]` (its RGB conversion of a grey
+        image repeats the one channel three times, which callers do after resizing, a third of the work)."""
+        if self._pixels is None:
+            return None
+        rows = np.asarray(indices, dtype=np.int64)
+        batch = torch.from_numpy(self._pixels[rows if self._rows is None else self._rows[rows]])
+        return batch[:, None] if batch.ndim == 3 else batch.permute(0, 3, 1, 2)
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -132,19 +147,26 @@ class ImageSet:
 
     def subset(self, indices: Sequence[int] | np.ndarray) -> ImageSet:
         indices = np.asarray(indices, dtype=np.int64)
-        return ImageSet(
+        subset = ImageSet(
             [self.ids[i] for i in indices],
             self.labels[indices],
             lambda i: self._get_image(int(indices[i])),
             lambda i: self._source(int(indices[i])),
         )
+        if self._pixels is not None:
+            subset._pixels, subset._rows = self._pixels, indices if self._rows is None else self._rows[indices]
+        return subset
 
     @classmethod
     def from_array(cls, images: np.ndarray, labels: np.ndarray, ids: Sequence[str], origin: str) -> ImageSet:
         """From uint8 arrays (N,H,W) grey or (N,H,W,3) RGB held in memory."""
         if images.dtype != np.uint8:
             raise DataError(f"{origin}: images must be uint8, got {images.dtype}")
-        return cls(ids, labels, lambda i: Image.fromarray(images[i]), lambda i: f"{origin}[{i}]")
+        if not (images.ndim == 3 or (images.ndim == 4 and images.shape[3] == 3)):
+            raise DataError(f"{origin}: images must be (N, H, W) grey or (N, H, W, 3) RGB, got shape {images.shape}")
+        image_set = cls(ids, labels, lambda i: Image.fromarray(images[i]), lambda i: f"{origin}[{i}]")
+        image_set._pixels = images
+        return image_set
 
 
 @dataclass(frozen=True)
