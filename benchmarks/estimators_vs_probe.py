@@ -3,7 +3,7 @@
 Feature sets (all offline):
   digits    sklearn digits pixels, 1797 x 64, 10 classes.
   fashion   Fashion-MNIST (Debian `dataset-fashion-mnist`), first N train images -> random-init timm resnet18 at
-            32 px (seed 0), N x 512 penultimate features, 10 classes.
+            32 px (seed 0, residual branches live), N x 512 penultimate features, 10 classes.
   gaussian  a 10-component Gaussian mixture, N x 256 (class means 1.0 apart per axis on average).
 
 The probe reference is unirep's `create_probe("linear").select(train, val, top1)` (45 Cs, 10^linspace(-6, 5),
@@ -64,7 +64,9 @@ def fashion_features(n: int) -> tuple[np.ndarray, np.ndarray]:
     images = _read_idx(FASHION_DIR / "train-images-idx3-ubyte.gz", 16).reshape(-1, 28, 28)[:n]
     labels = _read_idx(FASHION_DIR / "train-labels-idx1-ubyte.gz", 8)[:n].astype(np.int64)
     torch.manual_seed(0)
-    model = timm.create_model("resnet18", pretrained=False, num_classes=0).eval()
+    # zero_init_last=False: timm zeroes each block's last BN at init, which leaves a random ResNet's residual
+    # branches dead and its features near-useless (a 25.7 % val probe); live branches give ~80 %.
+    model = timm.create_model("resnet18", pretrained=False, num_classes=0, zero_init_last=False).eval()
     feats = []
     with torch.inference_mode():
         for start in range(0, n, 256):
