@@ -20,13 +20,10 @@ Refit policy (`finetune.refit`, recorded in every record's hyperparameters):
 
 from __future__ import annotations
 
-import contextlib
 import copy
-import logging
 import sys
 import time
-import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import lightning.pytorch as pl
@@ -50,6 +47,7 @@ from unirep.finetune.module import OPTIMIZERS, Classifier, FineTuneModule, train
 from unirep.finetune.probe_head import linear_probe_head
 from unirep.finetune.stages import StagePartition, partition_stages
 from unirep.metrics import Metric
+from unirep.quiet import quiet_lightning
 from unirep.sources.data import CachedSplit, cache_split
 from unirep.sources.module import OptimSettings
 from unirep.tasks.base import ImageSet
@@ -231,7 +229,7 @@ def fit_phase(net: Classifier, partition: StagePartition, phase: Phase, lr: floa
                             freeze_bn_stats=phase.freeze_bn_stats)
     data = FineTuneDataModule(train_set, val_set, ft.batch_size, seed, ft.num_workers)
     callbacks = [] if val_set is None else [EarlyStopping("val/score", mode="max", patience=phase.patience)]
-    with _quiet_lightning():
+    with quiet_lightning():
         trainer = pl.Trainer(
             max_epochs=epochs, accelerator=ft.accelerator, devices=ft.devices, strategy=ft.strategy,
             num_nodes=ft.num_nodes, precision=resolve_precision(ft), deterministic=ft.deterministic, logger=False,
@@ -280,24 +278,6 @@ def resolve_precision(ft: DictConfig) -> str:
     if uses_gpu(ft):
         return "bf16-mixed" if torch.cuda.is_bf16_supported() else "16-mixed"
     return "bf16-mixed"
-
-
-@contextlib.contextmanager
-def _quiet_lightning() -> Iterator[None]:
-    """Lightning's per-Trainer banners (GPU available..., tips) would repeat for every candidate."""
-    logger = logging.getLogger("lightning.pytorch.utilities.rank_zero")
-    level = logger.level
-    logger.setLevel(logging.WARNING)
-    try:
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message=".*does not have many workers.*")
-            warnings.filterwarnings("ignore", message=".*sync_dist=True.*")
-            # Frozen stages are in eval mode on purpose (batch-norm statistics stay as pretrained).
-            warnings.filterwarnings("ignore", message=".*module\\(s\\) in eval mode.*")
-            warnings.filterwarnings("ignore", message=".*treespec.*")  # Lightning's own use of a torch API
-            yield
-    finally:
-        logger.setLevel(level)
 
 
 def _progress(message: str) -> None:

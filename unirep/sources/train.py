@@ -34,6 +34,7 @@ from unirep.config import save_config, to_container
 from unirep.errors import ConfigError
 from unirep.fileio import atomic_write_json, ensure_writable_dir, sha256_json
 from unirep.metrics import Metric
+from unirep.quiet import quiet_lightning
 from unirep.sources.config import run_dir
 from unirep.sources.data import CachedSplit, SourceDataModule, cache_split, subset
 from unirep.sources.label_sets import LabelSet, VariationContext, build_label_sets
@@ -201,11 +202,12 @@ def fit_stage(module: SourceModule, datamodule: SourceDataModule, stage_dir: Pat
                           "to start this stage over")
     if rank_zero_only.rank == 0:
         atomic_write_json(stage_dir / STAGE_FILE, {"key": key, "max_epochs": epochs})
-    trainer = make_trainer(cfg, stage_dir, epochs, callbacks)
     deterministic = torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled()
     try:
-        # Our own checkpoints hold only tensors and plain values, so the safe loader suffices.
-        trainer.fit(module, datamodule=datamodule, ckpt_path=str(last) if resume else None, weights_only=True)
+        with quiet_lightning():
+            trainer = make_trainer(cfg, stage_dir, epochs, callbacks)
+            # Our own checkpoints hold only tensors and plain values, so the safe loader suffices.
+            trainer.fit(module, datamodule=datamodule, ckpt_path=str(last) if resume else None, weights_only=True)
     finally:
         # Lightning switches deterministic algorithms on for the whole process; hand the caller its setting back.
         torch.use_deterministic_algorithms(deterministic[0], warn_only=deterministic[1])
