@@ -145,8 +145,8 @@ def extract_features(
     loader = image_batches(images, backbone.data_config, settings.batch_size, settings.num_workers)
     features, logits = [], []
     want_logits = with_source_logits and backbone.has_source_head
+    memory_format = torch.channels_last if settings.channels_last else torch.contiguous_format
     for batch in tqdm(loader, desc=description, unit="batch", leave=False, disable=_quiet()):
-        memory_format = torch.channels_last if settings.channels_last else torch.contiguous_format
         batch = backbone.data_config.normalize_batch(batch.to(device, non_blocking=True), memory_format)
         with settings.autocast(device):
             if want_logits:
