@@ -15,6 +15,7 @@ from unirep.backbones import create_backbone
 from unirep.backbones.checkpoint import METADATA_FILE, SourceCheckpointBackbone
 from unirep.cli import main
 from unirep.errors import ConfigError, WeightsError
+from unirep.sources import train as train_module
 from unirep.sources.train import train_source
 
 PRESETS = Path(__file__).resolve().parents[2] / "configs" / "sources"
@@ -139,6 +140,26 @@ def test_killed_run_resumes_from_last_checkpoint_and_matches_an_uninterrupted_ru
     # Other settings in the same folder are refused instead of loading a mismatched checkpoint.
     with pytest.raises(ConfigError, match="holds a run with other settings"):
         train_source(tiny.config(tmp_path / "killed", "reference", *extra, "optim.lr=0.01"))
+
+
+def test_a_finished_run_is_returned_from_its_checkpoint_without_training(tmp_path, tiny, monkeypatch):
+    args = (tmp_path / "run", "reference", "model.feature_dim=16")
+    first = train_source(tiny.config(*args))
+    metadata = (tmp_path / "run" / METADATA_FILE).read_bytes()
+
+    def no_training(*_, **__):
+        raise AssertionError("a finished run must not be trained or restored again")
+
+    monkeypatch.setattr(train_module, "fit_stage", no_training)
+    again = train_source(tiny.config(*args))
+    assert again.metrics == first.metrics and again.seconds == pytest.approx(first.seconds, abs=0.01)
+    a, b = first.networks[0].network.state_dict(), again.networks[0].network.state_dict()
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert (tmp_path / "run" / METADATA_FILE).read_bytes() == metadata  # recorded time and metrics kept
+    # Other settings in the same folder are not that finished run: they go on to training, which refuses them.
+    monkeypatch.undo()
+    with pytest.raises(ConfigError, match="holds a run with other settings"):
+        train_source(tiny.config(*args, "optim.lr=0.01"))
 
 
 def test_cli_trains_a_multitask_network_and_reports(tmp_path, capsys, tiny):

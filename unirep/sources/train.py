@@ -31,7 +31,7 @@ from unirep import __version__
 from unirep.backbones.base import DataConfig
 from unirep.backbones.checkpoint import METADATA_FILE, write_checkpoint
 from unirep.config import save_config, to_container
-from unirep.errors import ConfigError
+from unirep.errors import ConfigError, WeightsError
 from unirep.fileio import atomic_write_json, ensure_writable_dir, sha256_json
 from unirep.metrics import Metric
 from unirep.quiet import quiet_lightning
@@ -112,6 +112,9 @@ def train_source(cfg: DictConfig, callbacks: Sequence[Callback] = ()) -> SourceR
     fsft = resolve_fsft(cfg, scheme, len(label_sets))
     feature_norm = resolve_feature_norm(cfg.feature_norm, len(plans))
     out = run_dir(cfg)
+    finished = finished_run(cfg, out, scheme, label_sets, plans, feature_norm, data_config)
+    if finished is not None:
+        return finished
     if rank_zero_only.rank == 0:  # only now, with the config checked, is the output folder touched
         ensure_writable_dir(out)
         (out / METADATA_FILE).unlink(missing_ok=True)  # an unfinished run must never look finished
@@ -128,6 +131,32 @@ def train_source(cfg: DictConfig, callbacks: Sequence[Callback] = ()) -> SourceR
         result.seconds = time.perf_counter() - start
         result.checkpoint = export_checkpoint(result, cfg, task, train, val, fsft)
     return result
+
+
+def finished_run(cfg: DictConfig, out: Path, scheme: Scheme, label_sets: list[LabelSet], plans: list[NetworkPlan],
+                 feature_norm: str, data_config: DataConfig) -> SourceRunResult | None:
+    """The result of an earlier run of exactly this config that finished in `out`, read from its checkpoint;
+    None when there is none (or resume is off), and the run trains or resumes as usual.
+
+    Why: without it a re-run restarted Lightning on every finished stage (about 3 s each) and re-exported the
+    checkpoint, overwriting the recorded training time with the time of that restore."""
+    from unirep.backbones.checkpoint import create_source_checkpoint
+
+    if not cfg.resume or not (out / METADATA_FILE).is_file():
+        return None
+    try:
+        checkpoint = create_source_checkpoint(str(out))
+    except WeightsError:
+        return None  # interrupted while writing, or damaged: training resumes its stages and rewrites it
+    metadata = checkpoint.metadata
+    same_config = json.dumps(metadata.get("training"), sort_keys=True) == json.dumps(to_container(cfg), sort_keys=True)
+    if not same_config or [entry["name"] for entry in metadata["networks"]] != [plan.name for plan in plans]:
+        return None
+    networks = [TrainedNetwork(plan, network, dict(entry["seconds"]))
+                for plan, network, entry in zip(plans, checkpoint.networks, metadata["networks"], strict=True)]
+    return SourceRunResult(out, scheme.name, label_sets, networks, feature_norm, data_config,
+                           metadata["source_metrics"], out / METADATA_FILE if rank_zero_only.rank == 0 else None,
+                           float(metadata["seconds"]))
 
 
 def resolve_fsft(cfg: DictConfig, scheme: Scheme, num_label_sets: int) -> FSFTSettings | None:
