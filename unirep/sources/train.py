@@ -138,8 +138,8 @@ def finished_run(cfg: DictConfig, out: Path, scheme: Scheme, label_sets: list[La
     """The result of an earlier run of exactly this config that finished in `out`, read from its checkpoint;
     None when there is none (or resume is off), and the run trains or resumes as usual.
 
-    Why: without it a re-run restarted Lightning on every finished stage (about 3 s each) and re-exported the
-    checkpoint, overwriting the recorded training time with the time of that restore."""
+    Why: without it a re-run restarted a Lightning fit on every finished stage only to restore it, and re-exported
+    the checkpoint, overwriting the recorded training time with the time of that restore."""
     from unirep.backbones.checkpoint import create_source_checkpoint
 
     if not cfg.resume or not (out / METADATA_FILE).is_file():
