@@ -1,0 +1,163 @@
+"""Full-batch L-BFGS for a smooth objective given as (value, gradient) in torch: the solver behind the linear
+probe, with scipy's L-BFGS-B stopping rule (as sklearn calls it), a strong-Wolfe line search and an optional,
+replaceable initial inverse-Hessian estimate (the probe's preconditioner)."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import torch
+
+Objective = Callable[[torch.Tensor], tuple[float, torch.Tensor]]
+
+
+def minimize_lbfgs(
+    objective: Objective, x0: torch.Tensor, *, max_iter: int, tol: float, history_size: int = 10,
+    preconditioner: Callable[[torch.Tensor], Callable[[torch.Tensor], torch.Tensor] | None] | None = None,
+    initial: tuple[float, torch.Tensor] | None = None,
+) -> tuple[torch.Tensor, int, tuple[float, torch.Tensor]]:
+    """L-BFGS (two-loop recursion) with a strong-Wolfe line search, stopping like scipy's L-BFGS-B as sklearn
+    calls it: max |gradient| <= tol, or no relative decrease of the objective (float noise), or max_iter.
+
+    Written here rather than using torch.optim.LBFGS because constructing any torch optimizer imports
+    torch._dynamo (seconds per process, ~20 s on a loaded 2-core box) and its closure API copies parameters
+    in and out of flat buffers on every evaluation. `preconditioner(x)`, called before each iteration, returns
+    a new initial inverse-Hessian estimate H0 (as v -> H0 v) or None to keep the current one (identity if
+    never given). `initial`: the (objective, gradient) at x0 when already known. Returns (x, iterations,
+    (objective, gradient) at x).
+    """
+    eps = torch.finfo(x0.dtype).eps
+    x = x0.clone()
+    f, g = initial if initial is not None else objective(x)
+    steps: list[torch.Tensor] = []
+    grad_changes: list[torch.Tensor] = []
+    n_iter = 0
+    precondition = None
+    while n_iter < max_iter and float(g.abs().max()) > tol:
+        if preconditioner is not None:
+            precondition = preconditioner(x) or precondition  # only when an iteration is needed at all
+        n_iter += 1
+        direction = _two_loop_direction(g, steps, grad_changes, precondition)
+        slope = float(g @ direction)
+        if slope > -eps * float(g @ g):  # not a descent direction (history broken by noise): restart
+            steps.clear(), grad_changes.clear()
+            direction = _two_loop_direction(g, steps, grad_changes, precondition)
+            slope = float(g @ direction)
+        first_step = min(1.0, 1.0 / float(g.abs().sum())) if not steps and precondition is None else 1.0
+        step, f_new, g_new = _strong_wolfe(objective, x, direction, f, slope, first_step)
+        if step == 0.0:  # the line search found no lower point: converged to float precision
+            break
+        x.add_(direction, alpha=step)
+        steps.append(direction.mul_(step))
+        grad_changes.append(g_new - g)
+        if float(steps[-1] @ grad_changes[-1]) <= eps * float(grad_changes[-1] @ grad_changes[-1]):
+            steps.pop(), grad_changes.pop()  # curvature pair unusable (scipy's L-BFGS-B skips it too)
+        del steps[:-history_size], grad_changes[:-history_size]
+        decrease = f - f_new
+        f, g = f_new, g_new
+        if decrease <= eps * max(abs(f), 1.0):
+            break
+    return x, n_iter, (f, g)
+
+
+def _two_loop_direction(
+    g: torch.Tensor, steps: list[torch.Tensor], grad_changes: list[torch.Tensor],
+    precondition: Callable[[torch.Tensor], torch.Tensor] | None = None,
+) -> torch.Tensor:
+    """-H g for the L-BFGS inverse-Hessian estimate H built from the stored (step, gradient change) pairs on
+    top of H0 = gamma * P (P: the preconditioner, identity if None; gamma = s'y / y'Py of the newest pair).
+
+    Scalars stay 0-d tensors so a CUDA solve does not synchronise on every dot product."""
+    apply = precondition if precondition is not None else (lambda v: v)
+    q = -g
+    if not steps:
+        return apply(q)
+    rhos = [1.0 / (s @ y) for s, y in zip(steps, grad_changes)]
+    alphas = []
+    for s, y, rho in zip(reversed(steps), reversed(grad_changes), reversed(rhos)):
+        alpha = rho * (s @ q)
+        q.addcmul_(y, alpha, value=-1.0)
+        alphas.append(alpha)
+    y_last = grad_changes[-1]
+    r = apply(q).mul_((steps[-1] @ y_last) / (y_last @ apply(y_last)))
+    for s, y, rho, alpha in zip(steps, grad_changes, rhos, reversed(alphas)):
+        r.addcmul_(s, alpha - rho * (y @ r))
+    return r
+
+
+def _strong_wolfe(
+    objective: Objective, x: torch.Tensor, direction: torch.Tensor, f0: float, slope0: float, step: float,
+    c1: float = 1e-4, c2: float = 0.9, max_evals: int = 25,
+) -> tuple[float, float, torch.Tensor]:
+    """A step satisfying the strong Wolfe conditions along `direction` (Nocedal & Wright, Algorithms 3.5/3.6,
+    cubic interpolation as in minFunc / torch.optim.LBFGS). Returns (step, f, gradient); step 0 if none."""
+
+    def evaluate(t: float) -> _LinePoint:
+        f, g = objective(x + t * direction)
+        return _LinePoint(t, f, float(g @ direction), g)
+
+    previous = _LinePoint(0.0, f0, slope0, None)
+    for evals in range(1, max_evals + 1):
+        point = evaluate(step)
+        if point.f > f0 + c1 * step * slope0 or (evals > 1 and point.f >= previous.f):
+            return _zoom(evaluate, previous, point, f0, slope0, c1, c2, max_evals - evals)
+        if abs(point.slope) <= -c2 * slope0:
+            return point.t, point.f, point.g
+        if point.slope >= 0:
+            return _zoom(evaluate, point, previous, f0, slope0, c1, c2, max_evals - evals)
+        step = _cubic_minimum(previous, point, bounds=(point.t + 0.01 * (point.t - previous.t), 10 * point.t))
+        previous = point
+    return previous.t, previous.f, previous.g  # out of evaluations: the last (descending) point
+
+
+def _zoom(
+    evaluate: Callable[[float], _LinePoint], low: _LinePoint, high: _LinePoint, f0: float, slope0: float,
+    c1: float, c2: float, evals_left: int,
+) -> tuple[float, float, torch.Tensor]:
+    """Shrink the bracket [low, high] (low: lowest point satisfying sufficient decrease) to a strong-Wolfe step."""
+    for _ in range(evals_left):
+        width = abs(high.t - low.t)
+        if width <= 1e-10 * max(abs(high.t), abs(low.t)):  # bracket below float resolution of the step
+            break
+        lo, hi = sorted((low.t, high.t))
+        t = _cubic_minimum(low, high, bounds=(lo + 0.1 * width, hi - 0.1 * width))  # keep off the ends
+        point = evaluate(t)
+        if point.f > f0 + c1 * t * slope0 or point.f >= low.f:
+            high = point
+        else:
+            if abs(point.slope) <= -c2 * slope0:
+                return point.t, point.f, point.g
+            if point.slope * (high.t - low.t) >= 0:
+                high = low
+            low = point
+    if low.g is None:  # no point below f0 was found along this direction
+        return 0.0, f0, torch.empty(0)
+    return low.t, low.f, low.g
+
+
+class _LinePoint:
+    """A trial step of the line search: step length, objective, directional derivative, gradient."""
+
+    __slots__ = ("t", "f", "slope", "g")
+
+    def __init__(self, t: float, f: float, slope: float, g: torch.Tensor | None):
+        self.t, self.f, self.slope, self.g = t, f, slope, g
+
+
+def _cubic_minimum(a: _LinePoint, b: _LinePoint, bounds: tuple[float, float]) -> float:
+    """Minimiser of the cubic through two points with their slopes, clipped to `bounds` (midpoint if none)."""
+    lo, hi = min(bounds), max(bounds)
+    d1 = a.slope + b.slope - 3 * (a.f - b.f) / (a.t - b.t)
+    d2_square = d1 * d1 - a.slope * b.slope
+    if d2_square < 0:
+        return (lo + hi) / 2
+    d2 = math.sqrt(d2_square) * (1.0 if b.t > a.t else -1.0)
+    denominator = b.slope - a.slope + 2 * d2
+    if denominator == 0:
+        return (lo + hi) / 2
+    t = b.t - (b.t - a.t) * (b.slope + d2 - d1) / denominator
+    return min(max(t, lo), hi) if math.isfinite(t) else (lo + hi) / 2
+
+
+__all__ = ["Objective", "minimize_lbfgs"]
