@@ -67,18 +67,21 @@ def train_comparison(path: str | Path, dotlist: list[str] | None = None) -> tupl
     per_run = [item for item in dotlist or [] if item not in own]
     cfg = load_config(ComparisonConfig, path, own)
     out = Path(cfg.out)
-    rows, backbones = [], []
     runs = [(Path(name).stem, name, []) for name in cfg.compare]
     if cfg.random_init and runs:
         runs.append((RANDOM_INIT, cfg.compare[0], ["optim.epochs=0"]))  # last word: no override trains it
-        first = load_source_config(resolve_preset(cfg.compare[0], Path(path).parent), [*cfg.overrides, *per_run])
-        if first.fsft.enabled or SCHEMES.get(first.scheme).fsft:  # checked before anything trains
+    # Every run's config is resolved before anything trains, so a bad preset or override fails at once.
+    run_cfgs = [(label, load_source_config(resolve_preset(name, Path(path).parent),
+                                           [*cfg.overrides, *per_run, *pinned, f"out={out / label}"]))
+                for label, name, pinned in runs]
+    if cfg.random_init and run_cfgs:
+        control = run_cfgs[-1][1]
+        if control.fsft.enabled or SCHEMES.get(control.scheme).fsft:
             raise ConfigError(f"random_init is the first preset's networks untrained, but {cfg.compare[0]!r} has an "
                               "FSFT stage that would train them: list a preset without FSFT first (e.g. "
                               "reference) or set random_init=false")
-    for label, name, pinned in runs:
-        preset = resolve_preset(name, Path(path).parent)
-        run_cfg = load_source_config(preset, [*cfg.overrides, *per_run, *pinned, f"out={out / label}"])
+    rows, backbones = [], []
+    for label, run_cfg in run_cfgs:
         result = train_source(run_cfg)
         rows.append(summary_row(label, result))
         backbones.append({"name": str(result.out), "input_size": int(run_cfg.data.input_size),

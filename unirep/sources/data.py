@@ -51,11 +51,12 @@ def subset(images: ImageSet, size: int | None, seed: int, split: str) -> ImageSe
 
 def cache_split(images: ImageSet, data_config: DataConfig, description: str) -> CachedSplit:
     """Resize + centre-crop every image once, in batches (the pixels feature extraction sees)."""
-    batches = [batch.contiguous() for batch in tqdm(image_batches(images, data_config, batch_size=256),
-                                                     desc=description, leave=False, mininterval=2.0)]
+    batches = list(tqdm(image_batches(images, data_config, batch_size=256), desc=description, leave=False,
+                        mininterval=2.0))
+    # torch.cat writes one contiguous tensor, also from the grey batches that are 3-channel views of one channel.
     stacked = torch.cat(batches) if batches else torch.zeros((0, 3, data_config.input_size, data_config.input_size),
                                                              dtype=torch.uint8)
-    return CachedSplit(stacked.contiguous(), np.asarray(images.labels, dtype=np.int64), list(images.ids))
+    return CachedSplit(stacked, np.asarray(images.labels, dtype=np.int64), list(images.ids))
 
 
 class SourceDataModule(pl.LightningDataModule):
