@@ -187,8 +187,7 @@ class LinearProbe(Probe):
         if not torch.isfinite(theta).all():
             raise DataError(f"linear probe diverged at C={C:g} (non-finite weights): check the features' scale")
         W, b = theta[: n_classes * dim].view(n_classes, dim), theta[n_classes * dim :]
-        data_terms = _Solution(W, b, problem.mean, problem.scale, (loss, grad)).objective_at(-l2)  # remove penalty
-        return _Solution(W, b, problem.mean, problem.scale, data_terms), n_iter
+        return _Solution.at(problem, W, b, (loss, grad), l2), n_iter
 
     def _store(self, problem: _Problem, solution: _Solution, C: float, n_iter: int) -> None:
         self.classes_ = problem.classes
@@ -277,6 +276,13 @@ class _Solution:
         return data_loss + 0.5 * l2 * float(self.W.square().sum(dtype=torch.float64)), grad
 
     @classmethod
+    def at(cls, problem: _Problem, W: torch.Tensor, b: torch.Tensor, objective: tuple[float, torch.Tensor],
+           l2: float) -> _Solution:
+        """(W, b) on `problem`, keeping its data terms: `objective` (value, gradient) with penalty `l2` removed."""
+        data_terms = cls(W, b, problem.mean, problem.scale, objective).objective_at(-l2)
+        return cls(W, b, problem.mean, problem.scale, data_terms)
+
+    @classmethod
     def zeros(cls, problem: _Problem) -> _Solution:
         n_classes, dim = len(problem.classes), problem.X.shape[1]
         like = problem.mean
@@ -340,8 +346,7 @@ def _path_prediction(
     loss, grad = _multinomial_objective(problem, l2)(torch.cat([W.reshape(-1), b]))
     if not loss < at_previous[0]:  # also rejects a non-finite extrapolation
         return None
-    data_terms = _Solution(W, b, problem.mean, problem.scale, (loss, grad)).objective_at(-l2)  # remove penalty
-    return _Solution(W, b, problem.mean, problem.scale, data_terms)
+    return _Solution.at(problem, W, b, (loss, grad), l2)
 
 
 class _KroneckerPreconditioner:
