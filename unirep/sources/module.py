@@ -90,7 +90,9 @@ class SourceModule(pl.LightningModule):
         if index is not None and self.augmentation.enabled:
             flips, shifts = self._params_for_epoch()
             images = augment(images, flips[index.cpu()], shifts[index.cpu()], self.augmentation.shift)
-        return self.data_config.normalize_batch(images)
+        # In the network's dtype: float32 normally, float64 under precision=64-true (Lightning converts the
+        # module, not tensors made here).
+        return self.data_config.normalize_batch(images).to(self.dtype)
 
     def _params_for_epoch(self) -> tuple[torch.Tensor, torch.Tensor]:
         epoch = self.current_epoch

@@ -269,13 +269,14 @@ def make_trainer(cfg: DictConfig, stage_dir: Path, epochs: int, callbacks: Seque
 @torch.no_grad()
 def source_metrics(network: SourceNetwork, split: CachedSplit, label_sets: Sequence[LabelSet],
                    data_config: DataConfig, batch_size: int = 512) -> dict:
-    """Top-1 and mean per-class accuracy (%) of each head on `split` (the source val split), in fp32."""
-    device = next(network.parameters()).device
+    """Top-1 and mean per-class accuracy (%) of each head on `split` (the source val split), in the network's
+    dtype (float32; float64 under trainer.precision=64-true)."""
+    device, dtype = next(network.parameters()).device, next(network.parameters()).dtype
     was_training = network.training
     network.eval()
     logits: dict[str, list[torch.Tensor]] = {ls.name: [] for ls in label_sets}
     for begin in range(0, len(split.images), batch_size):
-        batch = data_config.normalize_batch(split.images[begin:begin + batch_size].to(device))
+        batch = data_config.normalize_batch(split.images[begin:begin + batch_size].to(device)).to(dtype)
         for name, out in network(batch).items():
             logits[name].append(out.float().cpu())
     network.train(was_training)
