@@ -93,7 +93,7 @@ class TrainerConfig:
     devices: Any = 1
     strategy: str = "auto"
     num_nodes: int = 1
-    precision: str = "32-true"  # bf16-mixed (CPU or GPU), 16-mixed (GPU AMP)
+    precision: str = "32-true"  # bf16-mixed (CPU or GPU), 16-mixed (GPU AMP), 64-true (float64: exact checks)
     deterministic: Any = True  # "warn" on GPUs where an op has no deterministic kernel
     sync_batchnorm: bool = False  # GPUs with ddp only (torch's SyncBatchNorm needs GPU tensors)
     progress_bar: bool = True
