@@ -21,6 +21,7 @@ from torch import nn
 
 from unirep.backbones import BACKBONES
 from unirep.backbones.base import Backbone, DataConfig
+from unirep.backbones.source_networks import FEATURE_NORMS, NetworkSpec, SourceNetwork, compose_features
 from unirep.errors import ConfigError, WeightsError
 from unirep.fileio import atomic_write_bytes, atomic_write_json, sha256_file
 
@@ -68,8 +69,6 @@ class SourceCheckpointBackbone(Backbone):
 
     def __init__(self, name: str, networks: Sequence[nn.Module], data_config: DataConfig, weights_id: str,
                  feature_norm: str, source_head: tuple[int, str] | None, metadata: dict):
-        from unirep.sources.networks import FEATURE_NORMS
-
         super().__init__(name, data_config, weights_id)
         self.networks = nn.ModuleList(networks).eval()
         self.feature_norm = feature_norm
@@ -79,7 +78,7 @@ class SourceCheckpointBackbone(Backbone):
         self.num_features = sum(int(net.feature_dim) for net in networks)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.cat([self._normalise(net.features(x)) for net in self.networks], dim=1)
+        return compose_features(self.networks, x, self.feature_norm)
 
     @property
     def has_source_head(self) -> bool:
@@ -120,7 +119,6 @@ def create_source_checkpoint(name: str, *, input_size: int | None = None,
     """
     from unirep.backbones.timm_backbone import apply_data_overrides
     from unirep.backbones.weights import load_strict, read_state_dict
-    from unirep.sources.networks import NetworkSpec, SourceNetwork
 
     if layer is not None:
         raise ConfigError(f"backbone {name!r}: unirep checkpoints give their feature-layer output only; "

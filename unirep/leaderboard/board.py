@@ -7,7 +7,6 @@ rebuilding from the same records gives the same bytes and a published leaderboar
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -15,8 +14,10 @@ import pandas as pd
 
 from unirep.errors import DataError
 from unirep.fileio import atomic_write_text, ensure_writable_dir
-from unirep.leaderboard.agreement import AGREEMENT_COLUMNS, agreement_table
-from unirep.leaderboard.blocks import ALL_TASKS, Block, aggregates_table, build_blocks, protocol_order, task_suites
+from unirep.leaderboard.agreement import agreement_table
+from unirep.leaderboard.blocks import aggregates_table, build_blocks, task_suites
+from unirep.leaderboard.markdown import render_markdown
+from unirep.leaderboard.model import Leaderboard, headline_block
 from unirep.leaderboard.tables import Cell, config_digest, group_cells, long_table, wide_table
 from unirep.leaderboard.validate import record_files, schema_problems
 from unirep.results import ResultRecord, read_record
@@ -26,49 +27,7 @@ OUTPUT_FILES = ("index.html", "leaderboard.md", "results-long.csv", "results-wid
                 "agreement.csv")
 CSV_DECIMALS = 4
 
-
-@dataclass
-class Leaderboard:
-    """Everything the outputs are rendered from.
-
-    Attributes:
-        cells: one per (backbone, task, protocol); `long`/`wide`/`aggregates` are their tables.
-        blocks: universality per (suite, protocol), suite "all" first.
-        skipped: (path, reason) of each malformed record, left out.
-        notes: choices and problems worth reading (superseded duplicates, split mismatches, missing CIs).
-        axis, axis_values: the quantity universality is plotted against, per backbone (when recorded).
-        configs: run config per config digest, for the provenance of each row.
-        agreement: Kendall / weighted tau of each estimator vs the linear probe (and fine-tuning), per task with
-            enough backbones and the mean over tasks (`unirep.leaderboard.agreement`); empty without estimators.
-    """
-
-    cells: list[Cell]
-    long: pd.DataFrame
-    wide: pd.DataFrame
-    blocks: list[Block]
-    aggregates: pd.DataFrame
-    skipped: list[tuple[str, str]]
-    notes: list[str]
-    reference: str | None
-    axis: str
-    axis_values: dict[str, float]
-    n_boot: int
-    level: float
-    n_records: int
-    configs: dict[str, dict] = field(default_factory=dict)
-    agreement: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=AGREEMENT_COLUMNS))
-
-    @property
-    def protocols(self) -> list[str]:
-        return protocol_order(self.cells)
-
-    @property
-    def tasks(self) -> list[str]:
-        return sorted({c.task for c in self.cells})
-
-    @property
-    def backbones(self) -> list[str]:
-        return sorted({c.backbone for c in self.cells})
+__all__ = ["OUTPUT_FILES", "Leaderboard", "build_leaderboard", "headline_block", "read_results", "write_leaderboard"]
 
 
 def read_results(results_dirs: Sequence[str | Path]) -> tuple[list[ResultRecord], list[tuple[str, str]]]:
@@ -179,14 +138,9 @@ def _lookup(mapping: dict, dotted: str) -> float | None:
     return float(value)
 
 
-def headline_block(board: Leaderboard, protocol: str) -> Block | None:
-    return next((b for b in board.blocks if b.suite == ALL_TASKS and b.protocol == protocol), None)
-
-
 def write_leaderboard(board: Leaderboard, out: str | Path) -> list[Path]:
     """Write every output under `out` (created if needed) and return their paths."""
-    # Imported here: rendering pulls in plotly/itables, which the tables alone do not need.
-    from unirep.leaderboard.markdown import render_markdown
+    # Imported here: the page pulls in plotly/itables, which the tables and the Markdown do not need.
     from unirep.leaderboard.page import render_page, write_assets
 
     out = ensure_writable_dir(out)

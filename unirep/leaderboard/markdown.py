@@ -7,8 +7,7 @@ import pandas as pd
 
 from unirep.leaderboard.agreement import agreement_matrix, reference_protocols
 from unirep.leaderboard.blocks import ALL_TASKS, Block
-from unirep.leaderboard.board import Leaderboard
-from unirep.leaderboard.page import SHOWN_AGGREGATES
+from unirep.leaderboard.model import SHOWN_AGGREGATES, Leaderboard
 
 
 def render_markdown(board: Leaderboard) -> str:

@@ -26,15 +26,14 @@ from jinja2 import Environment, FileSystemLoader, StrictUndefined
 from unirep.fileio import atomic_write_text
 from unirep.leaderboard.agreement import agreement_matrix, reference_protocols
 from unirep.leaderboard.blocks import Block
-from unirep.leaderboard.board import Leaderboard, headline_block
+from unirep.leaderboard.model import SHOWN_AGGREGATES, Leaderboard, headline_block
 from unirep.leaderboard.tables import Cell, shown_versions
+from unirep.resources import TEMPLATES_DIR
 
 TABLE_ID = "leaderboard"
-# PROTOCOLS.md: report the plain mean, mean rank, mNRG, Borda and z-score side by side, with CIs.
-SHOWN_AGGREGATES = {"mean": "mean", "mean_rank": "mean rank", "mnrg": "mNRG", "borda": "Borda", "zscore": "z-score"}
 FIXED_COLUMNS = ("suite", "protocol", "rank", "backbone")
 PROVENANCE_COLUMNS = ("date", "config", "versions", "weights")
-TEMPLATES = Path(__file__).resolve().parent / "templates"
+TEMPLATES = TEMPLATES_DIR
 PLOT_CONFIG = {"displaylogo": False, "responsive": True}
 
 
