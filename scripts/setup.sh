@@ -37,7 +37,9 @@ if [ ! -x "$VENV/bin/python" ]; then
   python3 -m venv "$VENV"
 fi
 PY="$VENV/bin/python"
-stamp="$VENV/.unirep-setup-$(sha256sum pyproject.toml | cut -c1-16)"
+# Keyed on the packaging files: a change to either (dependencies, or the package layout in setup.py that maps
+# tasks/ and configs/ into the package) re-installs.
+stamp="$VENV/.unirep-setup-$(cat pyproject.toml setup.py | sha256sum | cut -c1-16)"
 if [ ! -f "$stamp" ]; then
   echo "[setup] installing unirep and dependencies (first run: ~2 min)"
   pip_quiet "$PY" -m pip install -q -e ".[dev]"

@@ -13,15 +13,17 @@ class RunCommand(Command):
             "target tasks, build the leaderboard. Resumes from whatever is done.")
 
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
-        parser.add_argument("config", help="YAML run config, e.g. configs/quickstart.yaml")
+        parser.add_argument("config", help="YAML run config, e.g. configs/quickstart.yaml, or the name of a config "
+                            "that ships with unirep (quickstart: the main job, from any directory)")
         parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
                             help="config overrides, e.g. eval.protocols=[linear] leaderboard.out=lb")
 
     def run(self, args: argparse.Namespace) -> int:
         from unirep.config import load_config
         from unirep.pipeline import RunConfig, run_pipeline
+        from unirep.resources import find_config
 
-        cfg = load_config(RunConfig, args.config, args.overrides)
+        cfg = load_config(RunConfig, find_config(args.config), args.overrides)
         summary = run_pipeline(cfg)
         board = summary.board
         times = summary.seconds

@@ -18,9 +18,9 @@ from omegaconf import MISSING, OmegaConf
 from unirep.config import load_config, to_container
 from unirep.errors import ConfigError
 from unirep.fileio import atomic_write_json, atomic_write_text
-from unirep.tasks.base import CARDS_DIR
+from unirep.resources import CONFIGS_DIR, packaged_config
 
-PRESETS_DIR = CARDS_DIR.parent / "configs" / "sources"
+PRESETS_DIR = CONFIGS_DIR / "sources"
 RANDOM_INIT = "random-init"
 
 
@@ -46,11 +46,14 @@ def is_comparison(path: str | Path) -> bool:
 
 def resolve_preset(name: str, base: Path = PRESETS_DIR) -> Path:
     """A preset path as given, else `<base>/<name>.yaml`, else unirep's own `configs/sources/<name>.yaml` (so a
-    comparison file anywhere can name the shipped presets, and presets beside it take precedence)."""
+    comparison file anywhere can name the shipped presets, and presets beside it take precedence), else unirep's
+    own copy of a path written as in the checkout (`configs/sources/quickstart.yaml` works from any directory)."""
     folders = list(dict.fromkeys([base, PRESETS_DIR]))
     for candidate in (Path(name), *(f / n for f in folders for n in (name, f"{name}.yaml"))):
         if candidate.is_file():
             return candidate
+    if packaged_config(name) is not None:
+        return packaged_config(name)
     known = sorted({p.stem for f in folders for p in f.glob("*.yaml")})
     raise ConfigError(f"source preset {name!r} not found (neither a file nor <name>.yaml in "
                       f"{', '.join(map(str, folders))}); presets: {known}")
@@ -65,6 +68,7 @@ def train_comparison(path: str | Path, dotlist: list[str] | None = None) -> tupl
     own_keys = set(ComparisonConfig.__dataclass_fields__)
     own = [item for item in dotlist or [] if item.split("=", 1)[0].split(".", 1)[0] in own_keys]
     per_run = [item for item in dotlist or [] if item not in own]
+    path = resolve_preset(str(path))  # e.g. the quickstart's `sources: configs/sources/quickstart.yaml`, anywhere
     cfg = load_config(ComparisonConfig, path, own)
     out = Path(cfg.out)
     runs = [(Path(name).stem, name, []) for name in cfg.compare]

@@ -21,9 +21,10 @@ from PIL import Image
 
 from unirep.errors import DataError
 from unirep.fileio import sha256_json
+from unirep.resources import TASKS_DIR
 
 SPLITS = ("train", "val", "test")
-CARDS_DIR = Path(__file__).resolve().parents[2] / "tasks"
+CARDS_DIR = TASKS_DIR  # the checkout's tasks/, shipped inside the wheel (unirep.resources)
 
 
 @dataclass(frozen=True)
