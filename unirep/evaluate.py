@@ -11,11 +11,9 @@ only global rank 0 writes files.
 from __future__ import annotations
 
 import os
-import platform
 import sys
 import time
 from dataclasses import dataclass
-from importlib import metadata
 from pathlib import Path
 
 import pandas as pd
@@ -32,20 +30,8 @@ from unirep.metrics import Metric
 from unirep.probes import FeatureSplit, SealedSplit
 from unirep.protocols import Protocol, SealedImages, TaskFeatures, TaskImages, create_protocol
 from unirep.results import ResultRecord, read_record, record_path, slug, write_record
+from unirep.runtime import library_versions
 from unirep.tasks import Task, create_task, resolve_tasks
-
-VERSIONED_PACKAGES = ("unirep", "torch", "torchvision", "timm", "scikit-learn", "faiss-cpu", "numpy", "lightning",
-                      "omegaconf")
-
-
-def library_versions() -> dict[str, str]:
-    versions = {"python": platform.python_version()}
-    for package in VERSIONED_PACKAGES:
-        try:
-            versions[package] = metadata.version(package)
-        except metadata.PackageNotFoundError:
-            continue
-    return versions
 
 
 def extraction_settings(cfg: DictConfig) -> ExtractionSettings:

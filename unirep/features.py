@@ -21,8 +21,10 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
 from unirep.backbones.base import Backbone, DataConfig
-from unirep.errors import ConfigError, DataError
+from unirep.errors import ConfigError
 from unirep.fileio import atomic_save_npz, sha256_json
+from unirep.numerics import check_finite
+from unirep.runtime import resolve_device
 from unirep.tasks.base import ImageSet, SplitManifest
 
 CACHE_FORMAT = 1
@@ -42,9 +44,7 @@ class ExtractionSettings:
     channels_last: bool = True
 
     def resolved_device(self) -> torch.device:
-        if self.device == "auto":
-            return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-        return torch.device(self.device)
+        return resolve_device(self.device)
 
     def autocast(self, device: torch.device):
         if self.precision not in PRECISIONS:
@@ -156,21 +156,14 @@ def extract_features(
                 feats = backbone(batch)
         features.append(feats.float().cpu())
     out = torch.cat(features).numpy() if features else np.zeros((0, backbone.num_features), np.float32)
-    check_finite(out, f"features of {backbone.name} ({description})")
+    check_finite(out, f"features of {backbone.name} ({description})",
+                 hint="nothing was cached. Try precision=fp32, or check the weights")
     return ExtractedSplit(
         features=out,
         labels=np.asarray(images.labels),
         source_logits=torch.cat(logits).numpy() if want_logits else None,
         seconds=time.perf_counter() - start,
     )
-
-
-def check_finite(array: np.ndarray, where: str) -> None:
-    if not np.isfinite(array).all():
-        rows = int((~np.isfinite(array).reshape(len(array), -1).all(axis=1)).sum())
-        raise DataError(
-            f"{where}: {rows} row(s) contain NaN/Inf; nothing was cached. Try precision=fp32, or check the weights"
-        )
 
 
 def _quiet() -> bool:

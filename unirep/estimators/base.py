@@ -18,6 +18,7 @@ import numpy as np
 from sklearn.base import BaseEstimator
 
 from unirep.errors import DataError
+from unirep.numerics import check_finite
 
 
 class Estimator(BaseEstimator):
@@ -69,12 +70,7 @@ def check_features(features: np.ndarray) -> np.ndarray:
     X = np.asarray(features, dtype=np.float64)
     if X.ndim != 2 or X.shape[0] == 0 or X.shape[1] == 0:
         raise DataError(f"estimator features must be a non-empty (N, D) array, got shape {X.shape}")
-    if not np.all(np.isfinite(X)):
-        bad = int(np.sum(~np.isfinite(X).all(axis=1)))
-        raise DataError(
-            f"estimator features: {bad} row(s) contain NaN/Inf; the backbone produced non-finite features "
-            "(try without --amp/bf16, or check the weights)"
-        )
+    check_finite(X, "estimator features")
     return X
 
 
@@ -103,8 +99,7 @@ def check_source_logits(source_logits: np.ndarray | None, n_rows: int, backbone:
             f"source logits must have shape ({n_rows}, K>=2) to match the features, got {logits.shape}; "
             "pass the source head's logits for the same examples"
         )
-    if not np.all(np.isfinite(logits)):
-        raise DataError("source logits contain NaN/Inf; check the backbone's source head (try without --amp/bf16)")
+    check_finite(logits, "source logits", hint="check the backbone's source head (try precision=fp32)")
     return logits
 
 

@@ -48,6 +48,7 @@ from unirep.finetune.probe_head import linear_probe_head
 from unirep.finetune.stages import StagePartition, partition_stages
 from unirep.metrics import Metric
 from unirep.quiet import quiet_lightning
+from unirep.runtime import resolve_device
 from unirep.sources.data import CachedSplit, cache_split
 from unirep.sources.module import OptimSettings
 from unirep.tasks.base import ImageSet
@@ -264,7 +265,7 @@ def _train_dataset(train: ImageSet, val: ImageSet | None, backbone: Backbone, ft
 
 
 def uses_gpu(ft: DictConfig) -> bool:
-    return ft.accelerator in ("auto", "gpu", "cuda") and torch.cuda.is_available()
+    return resolve_device(ft.accelerator, setting="finetune.accelerator").type == "cuda"
 
 
 def _device(ft: DictConfig) -> str:

@@ -13,21 +13,18 @@ this same function; only global rank 0 writes files.
 from __future__ import annotations
 
 import json
-import platform
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import lightning.pytorch as pl
-import numpy as np
 import torch
 from lightning.fabric.utilities.rank_zero import rank_zero_only
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger
 from omegaconf import DictConfig
 
-from unirep import __version__
 from unirep.backbones.base import DataConfig
 from unirep.backbones.checkpoint import METADATA_FILE, write_checkpoint
 from unirep.config import save_config, to_container
@@ -35,6 +32,7 @@ from unirep.errors import ConfigError, WeightsError
 from unirep.fileio import atomic_write_json, ensure_writable_dir, sha256_json
 from unirep.metrics import Metric
 from unirep.quiet import quiet_lightning
+from unirep.runtime import library_versions
 from unirep.sources.config import run_dir
 from unirep.sources.data import CachedSplit, SourceDataModule, cache_split, subset
 from unirep.sources.label_sets import LabelSet, VariationContext, build_label_sets
@@ -313,13 +311,6 @@ def export_checkpoint(result: SourceRunResult, cfg: DictConfig, task, train: Cac
                          "val_size": split["val_size"]},
         "source_metrics": result.metrics,
         "seconds": round(result.seconds, 2),
-        "versions": {"unirep": __version__, "torch": torch.__version__, "lightning": pl.__version__,
-                     "timm": _timm_version(), "numpy": np.__version__, "python": platform.python_version()},
+        "versions": library_versions(),
     }
     return write_checkpoint(result.out, [(t.plan.name, t.network) for t in result.networks], metadata)
-
-
-def _timm_version() -> str:
-    import timm
-
-    return timm.__version__
