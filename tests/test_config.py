@@ -36,3 +36,33 @@ def test_backbone_specs_from_names_and_mappings():
     bad = load_config(EvalConfig, backbones=[{"name": "x", "colour": "red"}], tasks=["t"])
     with pytest.raises(ConfigError, match="backbone entry"):
         backbone_specs(bad)
+
+
+@pytest.mark.parametrize(("entries", "message"), [
+    ([{"name": "x", "colour": "red"}], r"^backbone entry \{'name': 'x', 'colour': 'red'\}: unknown key\(s\) colour; "
+                                       r"valid keys are name, weights, pretrained, layer, input_size, seed, label$"),
+    (["raw-pixels", {"name": "raw-pixels", "input_size": 16}],
+     r"^two backbones would be filed as 'raw-pixels' \('raw-pixels' and 'raw-pixels'\): give one a label"),
+    ([{"name": "random:resnet18", "label": "resnet18"}],
+     r"^backbone 'random:resnet18' has random weights but would be filed as 'resnet18': start its label with "
+     r"'random:' \(e.g. 'random:resnet18'\)$"),
+])
+def test_backbone_entries_are_refused_with_one_line(entries, message):
+    with pytest.raises(ConfigError, match=message) as info:
+        backbone_specs(load_config(EvalConfig, backbones=entries, tasks=["t"]))
+    assert "\n" not in str(info.value)
+
+
+def test_random_backbones_keep_their_prefix_in_every_display_name():
+    cfg = load_config(EvalConfig, backbones=["random:resnet18", {"name": "random:resnet18", "layer": "stage2"},
+                                             {"name": "random:resnet18", "seed": 1, "label": "random:resnet18-s1"}],
+                      tasks=["t"])
+    assert [s.display_name for s in backbone_specs(cfg)] == ["random:resnet18", "random:resnet18@stage2",
+                                                            "random:resnet18-s1"]
+
+
+def test_the_random_prefix_is_the_backbone_registrys():
+    from unirep.backbones.baselines import RANDOM_PREFIX as REGISTRY_PREFIX
+    from unirep.config import RANDOM_PREFIX
+
+    assert RANDOM_PREFIX == REGISTRY_PREFIX == "random:"

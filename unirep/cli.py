@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
+import signal
 import sys
 
 from unirep import __version__
 from unirep.commands import COMMAND_MODULES, COMMANDS
+from unirep.commands.backbone_options import locate_backbone_options
 from unirep.errors import UnirepError
 
 
@@ -32,7 +35,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def parse_args(parser: argparse.ArgumentParser, argv: list[str] | None) -> argparse.Namespace:
     """Like parse_args, but positional BACKBONE / key=value items may also follow the options
-    (`unirep eval resnet18 --tasks lfw-faces linear.n_c=10`); argparse alone stops collecting them."""
+    (`unirep eval random:resnet18 --tasks lfw-faces linear.n_c=10`); argparse alone stops collecting them. Per-backbone
+    options (`--weights FILE`) learn which backbone they follow."""
+    argv = sys.argv[1:] if argv is None else list(argv)
     args, extra = parser.parse_known_args(argv)
     positional_list = next((name for name in ("items", "overrides") if isinstance(getattr(args, name, None), list)),
                            None)
@@ -41,6 +46,7 @@ def parse_args(parser: argparse.ArgumentParser, argv: list[str] | None) -> argpa
         parser.error(f"unrecognized arguments: {' '.join(unknown)}")
     if extra:
         getattr(args, positional_list).extend(extra)
+    locate_backbone_options(parser, argv, args)
     return args
 
 
@@ -54,6 +60,11 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"unirep {args.command}: interrupted; finished results are kept, re-run to resume", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        # The reader went away (`unirep list tasks | head`): stop quietly, as a POSIX tool killed by SIGPIPE does.
+        # Later writes to the closed pipe (Python flushes stdout at exit) go to /dev/null instead of raising again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 128 + signal.SIGPIPE
 
 
 if __name__ == "__main__":

@@ -6,6 +6,10 @@ Backbones are given as names or as mappings with per-backbone settings, e.g.
       - mobilenetv2_100.packaged_in1k
       - {name: raw-pixels, input_size: 32}
       - {name: resnet18, weights: /path/to/resnet18.safetensors}
+      - {name: resnet50.a1_in1k, pretrained: true, layer: stage3}
+      - random:resnet18                       # the untrained architecture, filed under this name
+On the command line the same settings are options after the backbone's name (unirep.commands.backbone_options):
+`unirep eval resnet18 --weights /path/to/resnet18.safetensors --layer stage3`.
 """
 
 from __future__ import annotations
@@ -19,6 +23,9 @@ from omegaconf.errors import OmegaConfBaseException
 
 from unirep.errors import ConfigError
 from unirep.fileio import atomic_write_text
+
+# The name prefix of random-init backbones (unirep.backbones.baselines); results filed under it say so.
+RANDOM_PREFIX = "random:"
 
 
 @dataclass
@@ -173,11 +180,20 @@ def load_config(schema: type, path: str | Path | None = None, dotlist: list[str]
 
 
 def backbone_specs(cfg: DictConfig) -> list[BackboneSpec]:
-    """Normalise the `backbones` list (names or mappings) into BackboneSpecs."""
+    """Normalise the `backbones` list (names or mappings) into BackboneSpecs.
+
+    Refused with one line: unknown keys, two backbones filed under one name (their records would overwrite each
+    other), and a label that hides random weights (`random:<arch>` results must say so wherever they appear).
+    """
     specs = []
+    valid = list(BackboneSpec.__dataclass_fields__)
     for entry in cfg.backbones:
         raw = {"name": entry} if isinstance(entry, str) else entry
         if isinstance(raw, DictConfig | dict):
+            unknown = [str(key) for key in raw if key not in valid]
+            if unknown:
+                raise ConfigError(f"backbone entry {_plain(entry)}: unknown key(s) {', '.join(unknown)}; valid keys "
+                                  f"are {', '.join(valid)}")
             try:
                 spec = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(BackboneSpec), raw))
             except OmegaConfBaseException as exc:
@@ -187,7 +203,20 @@ def backbone_specs(cfg: DictConfig) -> list[BackboneSpec]:
             raise ConfigError(f"backbone entry {_plain(entry)} must be a name or a mapping, not a list")
         else:
             specs.append(BackboneSpec(name=str(raw)))
+    _check_display_names(specs)
     return specs
+
+
+def _check_display_names(specs: list[BackboneSpec]) -> None:
+    seen: dict[str, BackboneSpec] = {}
+    for spec in specs:
+        if spec.name.startswith(RANDOM_PREFIX) and not spec.display_name.startswith(RANDOM_PREFIX):
+            raise ConfigError(f"backbone {spec.name!r} has random weights but would be filed as {spec.label!r}: "
+                              f"start its label with {RANDOM_PREFIX!r} (e.g. {RANDOM_PREFIX + spec.label!r})")
+        if spec.display_name in seen:
+            raise ConfigError(f"two backbones would be filed as {spec.display_name!r} ({seen[spec.display_name].name!r}"
+                              f" and {spec.name!r}): give one a label (--label NAME, or label: in its YAML entry)")
+        seen[spec.display_name] = spec
 
 
 def save_config(cfg: DictConfig, path: str | Path) -> Path:

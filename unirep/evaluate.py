@@ -20,7 +20,7 @@ import pandas as pd
 import torch
 from omegaconf import DictConfig
 
-from unirep.backbones import create_backbone
+from unirep.backbones import check_backbone, create_backbone
 from unirep.backbones.base import Backbone
 from unirep.config import BackboneSpec, backbone_specs, save_config, to_container
 from unirep.features import ExtractionSettings, FeatureCache
@@ -37,6 +37,16 @@ from unirep.tasks import Task, create_task, resolve_tasks
 def extraction_settings(cfg: DictConfig) -> ExtractionSettings:
     return ExtractionSettings(batch_size=cfg.batch_size, num_workers=cfg.num_workers, device=cfg.device,
                               precision=cfg.precision, channels_last=cfg.channels_last)
+
+
+def checked_backbone_specs(cfg: DictConfig) -> list[BackboneSpec]:
+    """The run's backbones, each request checked before the first is built: a bad third name fails at once, not
+    after two backbones' work."""
+    specs = backbone_specs(cfg)
+    for spec in specs:
+        check_backbone(spec.name, pretrained=spec.pretrained, weights=spec.weights, layer=spec.layer,
+                       input_size=spec.input_size, seed=spec.seed)
+    return specs
 
 
 def build_backbone(spec: BackboneSpec, cfg: DictConfig):
@@ -69,7 +79,7 @@ def evaluate(cfg: DictConfig) -> list[ResultRecord]:
         >>> records = evaluate(cfg)
     """
     out = ensure_writable_dir(cfg.out)
-    specs = backbone_specs(cfg)
+    specs = checked_backbone_specs(cfg)
     tasks = resolve_tasks(list(cfg.tasks))
     protocols = {name: create_protocol(name, cfg) for name in cfg.protocols}
     if is_global_zero():

@@ -6,9 +6,11 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from safetensors.torch import save_file
 
 from unirep.backbones import BACKBONE_MODULES, create_backbone, list_backbones
 from unirep.errors import ConfigError, DataError, UnknownNameError
+from unirep.fileio import sha256_file
 
 IDENTITY_KEYS = {"name", "class", "weights_id", "layer", "data_config", "num_features"}
 
@@ -39,9 +41,15 @@ def test_registered_names():
     assert "unirep.backbones.packaged" in BACKBONE_MODULES
 
 
-def test_any_timm_name_works_without_registration():
-    backbone = create_backbone("resnet10t", input_size=32)
-    assert backbone.num_features == 512 and backbone.weights_id == "random:seed=0"
+def test_any_timm_name_works_without_registration(tmp_path):
+    random_init = create_backbone("random:resnet10t", input_size=32)
+    assert random_init.num_features == 512 and random_init.weights_id == "random:seed=0"
+    path = tmp_path / "resnet10t.safetensors"
+    save_file(random_init.model.state_dict(), str(path))
+    from_file = create_backbone("resnet10t", weights=path, input_size=32)
+    assert from_file.num_features == 512 and from_file.weights_id == f"sha256:{sha256_file(path)}"
+    state = from_file.model.state_dict()
+    assert all(torch.equal(state[k], v) for k, v in random_init.model.state_dict().items())
 
 
 @pytest.mark.parametrize(("name", "suggestion"), [

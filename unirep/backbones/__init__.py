@@ -2,8 +2,9 @@
 
 Registered names: packaged ImageNet weights (`mobilenetv2_100.packaged_in1k`, `tf_efficientnet_lite0.packaged_in1k`,
 `tf_efficientnet_lite1.packaged_in1k`), `raw-pixels`, and whatever the modules in BACKBONE_MODULES add. Any timm name
-(`resnet18`, `resnet50.a1_in1k`) works through the timm adapter, and `random:<name>` gives that architecture with
-seeded random weights.
+(`resnet18`, `resnet50.a1_in1k`) works through the timm adapter with `pretrained=True` (timm's hub) or `weights=FILE`
+(a local file); alone it is refused, never silently random. `random:<name>` gives that architecture with seeded
+random weights, under a name that says so.
 
 Example:
     >>> from unirep.backbones import create_backbone
@@ -51,7 +52,8 @@ def create_backbone(name: str, *, pretrained: bool = False, weights: str | Path 
     Args:
         name: a registered name, any timm model name (optionally with a pretrained tag), or `random:<name>`.
         pretrained: timm names only: fetch timm's hub weights (needs the network or timm's local cache).
-        weights: timm names only: a local .safetensors/.pth file for this architecture.
+        weights: timm names only: a local .safetensors/.pth file for this architecture. A timm name needs one of
+            the two (random init is `random:<name>`).
         layer: None for penultimate pooled features, else one of `backbone.feature_layers` (e.g. "stage3").
         input_size: image side the data config resizes to (default: the backbone's own).
         data_overrides: DataConfig fields to override (mean, std, interpolation, crop_pct, input_size).
@@ -66,14 +68,28 @@ def create_backbone(name: str, *, pretrained: bool = False, weights: str | Path 
         >>> backbone.num_features, backbone.weights_id
         (256, 'random:seed=1')
     """
+    factory, chosen = _checked_request(name, pretrained=pretrained, weights=weights, layer=layer,
+                                       input_size=input_size, data_overrides=data_overrides, seed=seed, **kwargs)
+    return factory(name, **chosen).eval()
+
+
+def check_backbone(name: str, **arguments: Any) -> None:
+    """Refuse what `create_backbone(name, **arguments)` would refuse for the name and the arguments it is given
+    (unknown name, arguments its factory does not take, a timm name without weights), without building it: a run
+    checks all its backbones before the first one costs anything."""
+    _checked_request(name, **arguments)
+
+
+def _checked_request(name: str, **arguments: Any) -> tuple[Callable[..., Backbone], dict[str, Any]]:
     _import_backbone_modules()
     factory = _factory(name)
-    chosen = {"pretrained": pretrained, "weights": weights, "layer": layer, "input_size": input_size,
-              "data_overrides": data_overrides, "seed": seed}
-    chosen = {k: v for k, v in chosen.items() if v != _DEFAULTS[k]}
-    chosen.update({k: v for k, v in kwargs.items() if v is not None})
+    chosen = {k: v for k, v in arguments.items() if v is not None and v != _DEFAULTS.get(k)}
     _check_accepted(name, factory, chosen)
-    return factory(name, **chosen).eval()
+    # A factory may say what it refuses before building (attribute `check_request`, called with the same arguments).
+    check_request = getattr(factory, "check_request", None)
+    if check_request is not None:
+        check_request(name, **chosen)
+    return factory, chosen
 
 
 def list_backbones(pattern: str = "*") -> list[str]:
@@ -122,5 +138,5 @@ def _import_backbone_modules() -> None:
         importlib.import_module(module)
 
 
-__all__ = ["BACKBONES", "BACKBONE_MODULES", "Backbone", "DataConfig", "create_backbone", "list_backbones",
-           "register_backbone"]
+__all__ = ["BACKBONES", "BACKBONE_MODULES", "Backbone", "DataConfig", "check_backbone", "create_backbone",
+           "list_backbones", "register_backbone"]

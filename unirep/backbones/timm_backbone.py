@@ -237,12 +237,30 @@ def create_timm_backbone(name: str, *, pretrained: bool = False, weights: str | 
                          layer: str | None = None, input_size: int | None = None,
                          data_overrides: Mapping[str, Any] | None = None, seed: int = 0,
                          **model_kwargs: Any) -> TimmBackbone:
-    """Factory for any timm model name: hub weights (`pretrained=True`), a local file (`weights=`) or random init."""
-    if pretrained and weights is not None:
-        raise ConfigError(f"backbone {name!r}: give either pretrained=True (timm hub) or weights=PATH, not both")
+    """Factory for any timm model name, with hub weights (`pretrained=True`) or a local file (`weights=`).
+
+    A name alone is refused rather than given random weights (timm.create_model's default): results would be filed
+    under a pretrained model's name. Random init is its own backbone, `random:<name>` (unirep.backbones.baselines).
+    A pretrained tag (`resnet50.a1_in1k`) chooses the hub weights and preprocessing, but still needs
+    `pretrained=True` to fetch them, or a local file of them.
+    """
+    require_weights(name, pretrained=pretrained, weights=weights)
     loader = None if weights is None else file_loader(weights)
     return build_timm_backbone(name, name, pretrained=pretrained, loader=loader, layer=layer, input_size=input_size,
                                data_overrides=data_overrides, seed=seed, model_kwargs=model_kwargs)
+
+
+def require_weights(name: str, *, pretrained: bool = False, weights: str | Path | None = None, **_: Any) -> None:
+    """Exactly one source of weights for a timm name: the hub or a local file."""
+    if pretrained and weights is not None:
+        raise ConfigError(f"backbone {name!r}: give either pretrained=True (timm hub) or weights=PATH, not both")
+    if not pretrained and weights is None:
+        raise ConfigError(f"backbone {name!r} names an architecture, not weights: give pretrained=True (--pretrained, "
+                          f"timm's hub weights; needs the network once), weights=FILE (--weights FILE, a local "
+                          f".safetensors/.pth), or name it 'random:{name}' for random init")
+
+
+create_timm_backbone.check_request = require_weights  # type: ignore[attr-defined]  # see create_backbone
 
 
 def resolve_timm_name(name: str) -> Callable[..., Backbone] | None:

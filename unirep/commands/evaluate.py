@@ -9,12 +9,19 @@ import time
 from pathlib import Path
 
 from unirep.commands import Command, register_command
-from unirep.config import EvalConfig, backbone_specs, load_config
+from unirep.commands.backbone_options import (
+    COLLECTED,
+    add_backbone_options,
+    backbone_entries,
+    refuse_backbone_keys,
+)
+from unirep.config import EvalConfig, load_config
 
 
 def add_run_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("items", nargs="*", metavar="BACKBONE|KEY=VALUE",
-                        help="backbone names (see `unirep list backbones`) and config overrides as key=value "
+                        help="backbone names (see `unirep list backbones`; a timm architecture needs --pretrained "
+                        "or --weights FILE, or random:<arch> for random init) and config overrides as key=value "
                         "(e.g. linear.n_c=10 max_input_size=96)")
     parser.add_argument("--tasks", nargs="+", help="task or suite names (see `unirep list tasks|suites`)")
     parser.add_argument("--config", help="YAML config (see configs/); command-line values override it")
@@ -25,6 +32,7 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
                         "of cards can also be named in UNIREP_TASK_DIRS")
     parser.add_argument("--download", action="store_true",
                         help="let standard-suite tasks download missing data (torchvision's download=True)")
+    add_backbone_options(parser)
 
 
 def config_from_args(args: argparse.Namespace, **extra) -> object:
@@ -37,7 +45,9 @@ def config_from_args(args: argparse.Namespace, **extra) -> object:
     # key=value items may land after --tasks (argparse's nargs="+" takes them): they are overrides wherever they are.
     words = [*args.items, *(args.tasks or [])]
     dotlist = [item for item in words if "=" in item]
-    backbones = [item for item in args.items if "=" not in item]
+    refuse_backbone_keys(dotlist)
+    backbones = backbone_entries(args.items, getattr(args, COLLECTED, None) or [],
+                                 config_has_backbones=args.config is not None)
     tasks = [t for group in (args.tasks or []) if "=" not in group for t in group.split(",") if t]
     return load_config(EvalConfig, args.config, dotlist, backbones=backbones or None, tasks=tasks or None,
                        out=args.out, cache_dir=args.cache_dir, **extra)
@@ -74,7 +84,7 @@ class ExtractCommand(Command):
         parser.add_argument("--export", help="also write <export>/<backbone>/<task>/<split>.npz (features, labels)")
 
     def run(self, args: argparse.Namespace) -> int:
-        from unirep.evaluate import build_backbone, extraction_settings
+        from unirep.evaluate import build_backbone, checked_backbone_specs, extraction_settings
         from unirep.features import FeatureCache
         from unirep.fileio import atomic_save_npz
         from unirep.results import slug
@@ -83,7 +93,7 @@ class ExtractCommand(Command):
         cfg = config_from_args(args)
         cache, settings = FeatureCache(cfg.cache_dir), extraction_settings(cfg)
         tasks = [create_task(name) for name in resolve_tasks(list(cfg.tasks))]
-        for spec in backbone_specs(cfg):
+        for spec in checked_backbone_specs(cfg):
             backbone = build_backbone(spec, cfg)
             for task in tasks:
                 for split in ("train", "val", "test"):
