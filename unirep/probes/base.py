@@ -17,6 +17,7 @@ from sklearn.base import BaseEstimator
 
 from unirep.errors import DataError
 from unirep.metrics import Metric
+from unirep.numerics import check_finite
 
 
 @dataclass
@@ -35,12 +36,7 @@ class FeatureSplit:
 
 
 def check_features(X: np.ndarray, where: str) -> None:
-    if not np.all(np.isfinite(X)):
-        bad = int(np.sum(~np.isfinite(X).all(axis=1)))
-        raise DataError(
-            f"{where}: {bad} row(s) contain NaN/Inf; the backbone produced non-finite features "
-            "(try without --amp/bf16, or check the weights)"
-        )
+    check_finite(X, where)
 
 
 @dataclass

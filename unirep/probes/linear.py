@@ -44,6 +44,7 @@ from unirep.probes.base import (
     predictions_for_metric,
 )
 from unirep.probes.lbfgs import Objective, minimize_lbfgs
+from unirep.runtime import resolve_device
 
 DEFAULT_CS = 10 ** np.linspace(-6, 5, 45)  # Kornblith et al. 2019 / ssl-transfer
 _DTYPES = {"float32": torch.float32, "float64": torch.float64}
@@ -51,23 +52,6 @@ _DTYPES = {"float32": torch.float32, "float64": torch.float64}
 # fails (`_eigh_with_fallback`).
 EIGH_DTYPE = torch.float32
 _SCORE_CHUNK = 65536  # rows per matmul when scoring, to bound memory on large test sets
-
-
-def resolve_device(device: str) -> torch.device:
-    """'cpu', 'cuda', 'cuda:N' or 'auto' (cuda when available, else cpu) -> a usable torch.device."""
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        resolved = torch.device(device)
-    except (RuntimeError, TypeError):
-        raise ConfigError(
-            f"probe device {device!r} is not a torch device: use 'cpu', 'cuda', 'cuda:N' or 'auto'"
-        ) from None
-    if resolved.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(
-            f"probe device {device!r} requested but CUDA is not available here: use device='cpu' or 'auto'"
-        )
-    return resolved
 
 
 @register_probe("linear")
@@ -219,7 +203,7 @@ class LinearProbe(Probe):
         return _DTYPES[self.dtype]
 
     def _device(self) -> torch.device:
-        return resolve_device(self.device)
+        return resolve_device(self.device, setting="probe device")
 
 
 class _Problem:
