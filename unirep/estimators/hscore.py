@@ -10,41 +10,73 @@ shrinkage estimate cov_a = (1 - a) S + a mu I and scale the between-class term b
 Both are invariant to multiplying the features by a constant (so is the Ledoit-Wolf shrinkage a); the plain
 H-score is invariant to any invertible linear map of the features. Covariances follow the published code:
 np.cov (1/(N-1)) for cov(E[f|y]) and, for the shrinkage form, sklearn's LedoitWolf (1/N) for cov_a.
+
+Both are computed from one eigendecomposition of the centred features' smaller Gram matrix (N x N when N < D,
+else D x D; `unirep.estimators.spectrum`), never from a D x D pseudo-inverse or solve: the cost follows
+O(N D min(N, D)). Directions whose eigenvalue is below 1e-10 of the largest count as zero (the published code's
+pinv cut, 1e-15, lies inside float64 rounding noise of the Gram matrix; on real features both cuts keep the same
+directions). With N <= D and features of rank N - 1 (after centring) the plain H-score is C - 1 whatever the
+features: every direction of the sample is available to it. The shrinkage form is the one to read there.
 """
 
 from __future__ import annotations
 
 import numpy as np
-from sklearn.covariance import LedoitWolf
 
 from unirep.estimators import register_estimator
 from unirep.estimators.base import Estimator, class_one_hot
-
-# Relative cut for the pseudo-inverse: the published H-score code uses np.linalg.pinv(cov, rcond=1e-15).
-PINV_RCOND = 1e-15
+from unirep.estimators.spectrum import GramSpectrum, gram_spectrum
 
 
-def class_mean_matrix(X: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """(N, D) matrix whose row i is the mean feature of example i's class: E[f | y] as a random variable."""
+def between_class_spectrum(X: np.ndarray, y: np.ndarray) -> tuple[GramSpectrum, np.ndarray]:
+    """The centred features' spectrum and, per kept direction u_i, q_i = |Q u_i|^2: the share of that unit direction
+    lying in the span of the centred class indicators (Q = projection onto it, of rank C - 1).
+
+    Why this is all the H-scores need: with Xc = U S V^T and Gc = Q Xc (the centred class-mean matrix),
+    tr(pinv(Xc^T Xc) Gc^T Gc) = tr(U^T Q U) = sum_i q_i, and Q = W W^T - 1 1^T / N with W = onehot / sqrt(N_c).
+    """
+    centred = X - X.mean(axis=0, keepdims=True)
     onehot = class_one_hot(y)
-    means = (onehot.T @ X) / onehot.sum(axis=0)[:, None]
-    return means[y]
+    block = np.hstack([onehot / np.sqrt(onehot.sum(axis=0)), np.full((len(X), 1), 1.0 / np.sqrt(len(X)))])
+    spec = gram_spectrum(centred, block)
+    q = (spec.coords[:, :-1] ** 2).sum(axis=1) - spec.coords[:, -1] ** 2
+    return spec, np.maximum(q, 0.0)
 
 
 def hscore(X: np.ndarray, y: np.ndarray) -> float:
-    cov_f = np.cov(X, rowvar=False)
-    cov_g = np.cov(class_mean_matrix(X, y), rowvar=False)
-    return float(np.trace(np.linalg.pinv(np.atleast_2d(cov_f), rcond=PINV_RCOND) @ np.atleast_2d(cov_g)))
+    # The 1/(N-1) of both covariances cancel; the pseudo-inverse keeps the directions above the rank cut.
+    _, q = between_class_spectrum(X, y)
+    return float(np.sum(q))
+
+
+def ledoit_wolf_shrinkage(row_norms2: np.ndarray, gram_frobenius2: float, n_features: int) -> tuple[float, float]:
+    """(shrinkage a, target scale mu) of sklearn's `ledoit_wolf_shrinkage` on centred data, from the Gram matrix.
+
+    sklearn sums D x D products: beta_ = sum((X^2)^T X^2) = sum_i |x_i|^4 and delta_ = |X^T X|_F^2 / N^2, the
+    latter equal to the smaller Gram matrix's |.|_F^2 / N^2, so nothing D x D is formed when N < D.
+    """
+    n = len(row_norms2)
+    if n_features == 1:
+        return 0.0, float(np.sum(row_norms2) / n)  # sklearn: a single feature is never shrunk
+    trace = float(np.sum(row_norms2)) / n  # trace of the empirical covariance (1/N)
+    mu = trace / n_features
+    delta_ = gram_frobenius2 / n**2
+    beta = (float(np.sum(row_norms2**2)) / n - delta_) / (n_features * n)
+    delta = (delta_ - 2.0 * mu * trace + n_features * mu**2) / n_features
+    beta = min(beta, delta)
+    return (0.0 if beta == 0 else beta / delta), mu
 
 
 def shrinkage_hscore(X: np.ndarray, y: np.ndarray) -> float:
+    # cov_a = (1 - a) Xc^T Xc / N + a mu I has eigenvalues (1 - a) sigma_i / N + a mu on Xc's row space, and
+    # cov(E[f|y]) = Xc^T Q Xc / (N - 1) lives in that row space with v_i^T (.) v_i = sigma_i q_i / (N - 1).
+    n, d = X.shape
+    spec, q = between_class_spectrum(X, y)
     centred = X - X.mean(axis=0, keepdims=True)
-    ledoit_wolf = LedoitWolf(assume_centered=False).fit(centred)
-    shrinkage = ledoit_wolf.shrinkage_
-    cov_g = np.atleast_2d(np.cov(class_mean_matrix(centred, y), rowvar=False))
-    # cov_a is positive definite whenever a > 0, so a linear solve replaces the pseudo-inverse.
-    solved = np.linalg.lstsq(ledoit_wolf.covariance_, (1.0 - shrinkage) * cov_g, rcond=None)[0]
-    return float(np.trace(solved))
+    shrinkage, mu = ledoit_wolf_shrinkage(np.einsum("ij,ij->i", centred, centred), spec.gram_frobenius2, d)
+    between = spec.sigma * q
+    shrunk = (1.0 - shrinkage) * spec.sigma / n + shrinkage * mu
+    return float((1.0 - shrinkage) / (n - 1) * np.sum(between / shrunk))
 
 
 @register_estimator("hscore")
