@@ -12,6 +12,7 @@ from unirep import __version__
 from unirep.commands import COMMAND_MODULES, COMMANDS
 from unirep.commands.backbone_options import locate_backbone_options
 from unirep.errors import UnirepError
+from unirep.runtime_env import allow_downloads
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -53,7 +54,9 @@ def parse_args(parser: argparse.ArgumentParser, argv: list[str] | None) -> argpa
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(build_parser(), argv)
     try:
-        return int(args._command.run(args) or 0)
+        # `--download` holds while this command runs, not for the rest of the process (unirep.runtime_env).
+        with allow_downloads(getattr(args, "download", False)):
+            return int(args._command.run(args) or 0)
     except UnirepError as exc:
         print(f"unirep {args.command}: error: {exc}", file=sys.stderr)
         return exc.exit_code

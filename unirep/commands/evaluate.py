@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
 from pathlib import Path
@@ -38,8 +37,6 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
 def config_from_args(args: argparse.Namespace, **extra) -> object:
     from unirep.tasks.custom import add_task_card
 
-    if args.download:
-        os.environ["UNIREP_ALLOW_DOWNLOAD"] = "1"
     for card in args.task_card:
         add_task_card(card)
     # key=value items may land after --tasks (argparse's nargs="+" takes them): they are overrides wherever they are.

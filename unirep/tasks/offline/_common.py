@@ -14,13 +14,14 @@ import numpy as np
 
 from unirep.errors import DataError
 from unirep.fileio import sha256_file, sha256_json
+from unirep.runtime_env import ALLOW_DOWNLOAD, downloads_allowed
 from unirep.tasks.base import TaskCard
 
 # Where adapters that go through torchvision's dataset classes keep torchvision's folder layout
 # (`<root>/FashionMNIST/raw/...`); a user's existing torchvision root works as is.
 ENV_DATA_ROOT = "UNIREP_DATA_ROOT"
 # Opt-in: let torchvision download a dataset whose local files are missing (never in tests or CI).
-ENV_ALLOW_DOWNLOAD = "UNIREP_ALLOW_DOWNLOAD"
+ENV_ALLOW_DOWNLOAD = ALLOW_DOWNLOAD
 
 
 def env_path(env_var: str, default: Path | None) -> Path | None:
@@ -35,7 +36,7 @@ def data_root() -> Path:
 
 
 def download_allowed() -> bool:
-    return os.environ.get(ENV_ALLOW_DOWNLOAD, "").strip().lower() in {"1", "true", "yes"}
+    return downloads_allowed()
 
 
 def package_dir(package: str) -> Path | None:

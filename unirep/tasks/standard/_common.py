@@ -20,11 +20,12 @@ from PIL import Image
 
 from unirep.errors import DataError
 from unirep.fileio import sha256_file, sha256_json
+from unirep.runtime_env import ALLOW_DOWNLOAD, downloads_allowed
 from unirep.tasks.base import SPLITS, ImageSet, Task, TaskCard
 
 # Same variables as the offline suite: one data root for every torchvision-style layout.
 ENV_DATA_ROOT = "UNIREP_DATA_ROOT"
-ENV_ALLOW_DOWNLOAD = "UNIREP_ALLOW_DOWNLOAD"
+ENV_ALLOW_DOWNLOAD = ALLOW_DOWNLOAD
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
 
 
@@ -38,7 +39,7 @@ def data_root() -> Path:
 
 def download_allowed() -> bool:
     """Off by default (tests and CI never download); UNIREP_ALLOW_DOWNLOAD=1 or `--download` turns it on."""
-    return os.environ.get(ENV_ALLOW_DOWNLOAD, "").strip().lower() in {"1", "true", "yes"}
+    return downloads_allowed()
 
 
 @dataclass
