@@ -4,6 +4,10 @@ source classifier, so any backbone can be scored, with or without a source head.
 Features -> PCA keeping `variance` (0.8) of the variance -> GaussianMixture with diagonal covariances and
 `component_ratio` x C components -> LEEP on the mixture posteriors p(z | x).
 
+The PCA comes from the eigendecomposition of the smaller Gram matrix (N x N when N < D), like LogME and the
+H-scores. The mixture's EM is what NLEEP cannot make cheap: it is an iterative fit of 5 C Gaussians, often as
+costly as the linear probe's whole C sweep on a few thousand rows.
+
 Cost on 2 cores: fitting is the expensive part, so PCA and the mixture are fitted on a seeded subsample of at
 most `max_fit_samples` rows (default 5000; all rows when fewer) and the posteriors are then computed for every
 row. The features are first divided by their overall standard deviation: the mixture's absolute covariance floor
@@ -14,12 +18,35 @@ floating-point effects on the fit. Results depend on `seed` (k-means initialisat
 from __future__ import annotations
 
 import numpy as np
-from sklearn.decomposition import PCA
 from sklearn.mixture import GaussianMixture
 
 from unirep.errors import ConfigError
 from unirep.estimators import register_estimator
 from unirep.estimators.base import Estimator, log_expected_empirical_prediction
+
+
+def principal_components(X: np.ndarray, variance: float) -> tuple[np.ndarray, np.ndarray]:
+    """(mean, components (k, D)) of sklearn's `PCA(n_components=variance, svd_solver="full")`: the fewest leading
+    principal axes whose explained-variance ratio sums to more than `variance`, signs aside (a GMM does not see
+    them). From the eigendecomposition of the smaller Gram matrix instead of a full SVD of X: O(N D min(N, D)),
+    e.g. 3,072-D raw pixels of 1,197 images 0.2 s instead of 5 s."""
+    mean = X.mean(axis=0)
+    centred = X - mean
+    n, d = centred.shape
+    if n <= d:
+        lam, U = np.linalg.eigh(centred @ centred.T)
+    else:
+        lam, V = np.linalg.eigh(centred.T @ centred)
+    lam = np.maximum(lam[::-1], 0.0)
+    ratio_cumsum = np.cumsum(lam) / max(float(lam.sum()), np.finfo(np.float64).tiny)
+    k = min(int(np.searchsorted(ratio_cumsum, variance, side="right")) + 1, len(lam))
+    if n <= d:
+        # Right singular vectors from the left ones; the leading k carry most of the variance, so
+        # sigma_i is far from zero.
+        components = (U[:, ::-1][:, :k].T @ centred) / np.sqrt(lam[:k])[:, None]
+    else:
+        components = V[:, ::-1][:, :k].T
+    return mean, components
 
 
 @register_estimator("nleep")
@@ -68,7 +95,7 @@ class NLEEP(Estimator):
         fit_rows = scaled
         if len(scaled) > self.max_fit_samples:
             fit_rows = scaled[np.sort(rng.choice(len(scaled), self.max_fit_samples, replace=False))]
-        pca = PCA(n_components=self.variance, svd_solver="full").fit(fit_rows)
+        mean, components = principal_components(fit_rows, self.variance)
         # A mixture cannot have more components than the rows it is fitted on (tiny tasks).
         n_components = min(self.component_ratio * n_classes, len(fit_rows))
         gmm = GaussianMixture(
@@ -76,8 +103,8 @@ class NLEEP(Estimator):
             covariance_type="diag",
             max_iter=self.max_iter,
             random_state=self.seed,
-        ).fit(pca.transform(fit_rows))
-        return gmm.predict_proba(pca.transform(scaled))
+        ).fit((fit_rows - mean) @ components.T)
+        return gmm.predict_proba((scaled - mean) @ components.T)
 
     def _score(self, X: np.ndarray, y: np.ndarray, source_logits: np.ndarray | None) -> float:
         return log_expected_empirical_prediction(self.posteriors(X, int(y.max()) + 1), y)
