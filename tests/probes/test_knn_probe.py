@@ -83,8 +83,10 @@ def test_zero_rows_and_bad_input(mixture):
     with pytest.raises(DataError, match="NaN") as error:
         KNNProbe(k=5).fit(mixture.X_train, mixture.y_train).decision_scores(X)
     assert "\n" not in str(error.value)
-    with pytest.raises(DataError, match="dims"):
+    # scikit-learn's n_features_in_ refusal, as a one-line DataError that is also a ValueError
+    with pytest.raises(DataError, match="X has 4 features, but KNNProbe is expecting 16 features") as error:
         KNNProbe(k=5).fit(mixture.X_train, mixture.y_train).predict(mixture.X_test[:, :4])
+    assert isinstance(error.value, ValueError)
 
 
 @pytest.mark.parametrize("settings", [{"temperature": 0.0}, {"ks": []}, {"ks": [0, 5]}, {"k": 0}])

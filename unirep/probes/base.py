@@ -1,7 +1,10 @@
 """The probe contract and the guard that makes selecting anything on test data impossible.
 
 Probes follow scikit-learn's estimator contract (init args stored untouched, `fit` returns self, learned
-state ends in `_`). Hyperparameters are chosen by `select(train, val, metric)`, which sweeps on the val
+state ends in `_`) and pass scikit-learn's own `check_estimator` suite (tests/probes/test_sklearn_contract.py):
+`fit`, `predict` and `decision_scores` validate their input with scikit-learn's `validate_data`,
+`check_classification_targets` and `check_is_fitted`, so bad arrays are refused with scikit-learn's error types
+and messages. Hyperparameters are chosen by `select(train, val, metric)`, which sweeps on the val
 split only and then refits on train+val. The test split only ever exists as a `SealedSplit`: its arrays are
 private, and its one method `evaluate` scores an already-selected probe exactly once. No API takes test
 features for fitting or selection, so a protocol cannot peek even by accident.
@@ -9,11 +12,15 @@ features for fitting or selection, so a protocol cannot peek even by accident.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
-from sklearn.base import BaseEstimator
+from sklearn.base import BaseEstimator, ClassifierMixin
+from sklearn.utils.multiclass import check_classification_targets
+from sklearn.utils.validation import check_is_fitted, validate_data
 
 from unirep.errors import DataError
 from unirep.metrics import Metric
@@ -49,38 +56,64 @@ class SweepPoint:
     warm_start: Any = None
 
 
-def check_single_labels(X: np.ndarray, y: np.ndarray, where: str) -> None:
-    """(N, D) features with N >= 1 rows and (N,) class labels, as single-label probes need."""
-    y = np.asarray(y)
-    if X.ndim != 2 or y.ndim != 1 or len(X) != len(y) or len(y) == 0:
-        raise DataError(f"{where} needs (N, D) features and (N,) class labels, got {X.shape} and {y.shape}; "
-                        "multi-label (N, C) targets go to the 'linear-multilabel' probe")
+class ProbeInputError(DataError, ValueError):
+    """Input a probe refuses: a unirep DataError (one line from the CLI, exit code 2) and a ValueError, which is
+    what scikit-learn's contract expects from `fit` and `predict` (bad arrays, a single class, multi-label
+    targets)."""
 
 
-class Probe(BaseEstimator):
+@contextmanager
+def sklearn_refusals_as_data_errors() -> Iterator[None]:
+    """scikit-learn's own refusals (the ValueErrors of `validate_data` and `check_classification_targets`, with
+    their messages) re-raised as ProbeInputError: still a ValueError for scikit-learn code, and one line (its
+    messages span several) for unirep's CLI. TypeErrors (sparse or non-numeric input) pass unchanged, as does
+    NotFittedError, which is raised outside this block."""
+    try:
+        yield
+    except ProbeInputError:
+        raise
+    except ValueError as error:
+        raise ProbeInputError(" ".join(str(error).split())) from error
+
+
+def refuse_multilabel_targets(y: object, where: str) -> None:
+    """Single-label probes take (N,) class labels; an (N, 1) column is raveled by `validate_data` (with
+    scikit-learn's DataConversionWarning), but (N, C) indicator targets belong to the multi-label probe."""
+    shape = np.asarray(y).shape  # asarray, not np.shape: array-likes such as pandas columns convert first
+    if len(shape) == 2 and shape[1] > 1:
+        raise ProbeInputError(f"{where} needs (N,) class labels, got targets of shape {shape}; multi-label (N, C) "
+                              "targets go to the 'linear-multilabel' probe")
+
+
+class Probe(ClassifierMixin, BaseEstimator):
     """Base class of single-label probes.
 
-    Subclasses implement `decision_scores`, `_fit(X, y, params, warm_start)` (fit with explicit hyperparameters),
-    `_init_params()` (the hyperparameters `fit` uses: the init args) and `_sweep(train, val, metric)` (every
-    candidate's val score, in tie-break order). `select` is shared so every probe chooses the same way: the
-    best val score wins and ties go to the earliest candidate (the most regularised one). Probes with another
-    selection rule (e.g. multi-label) override `fit` and `select` directly.
+    Subclasses implement `_decision_scores(X)` (on validated features), `_fit(X, y, params, warm_start)` (fit
+    with explicit hyperparameters), `_init_params()` (the hyperparameters `fit` uses: the init args) and
+    `_sweep(train, val, metric)` (every candidate's val score, in tie-break order). `select` is shared so every
+    probe chooses the same way: the best val score wins and ties go to the earliest candidate (the most
+    regularised one). Probes with another selection rule (e.g. multi-label) override `fit` and `select` directly.
     """
 
     swept_param: str = ""  # the hyperparameter the val sweep varies; keys of `sweep_`
+    # scikit-learn estimator checks that cannot apply to this probe, each with why (check name -> reason). The
+    # installed scikit-learn (>= 1.6) has no tag for this; its check_estimator / parametrize_with_checks take
+    # them as `expected_failed_checks` (tests/probes/test_sklearn_contract.py). Single-label probes pass them all.
+    sklearn_expected_failed_checks: ClassVar[dict[str, str]] = {}
 
     def fit(self, X: np.ndarray, y: np.ndarray) -> Probe:
         """Fit with the init-arg hyperparameters (no selection); `select` is the protocol's entry point."""
         self._forget_selection()  # a plain fit after select must not look selected to SealedSplit.evaluate
-        check_features(np.asarray(X), "features passed to fit")
-        return self._fit(np.asarray(X), np.asarray(y), self._init_params(), None)
+        X, y = self._validate_fit_data(X, y)
+        return self._fit(X, y, self._init_params(), None)
 
-    def decision_scores(self, X: np.ndarray) -> np.ndarray:  # pragma: no cover - abstract
+    def decision_scores(self, X: np.ndarray) -> np.ndarray:
         """(N, C) class scores; argmax is the prediction."""
-        raise NotImplementedError
+        return self._decision_scores(self._validate_query(X))
 
     def predict(self, X: np.ndarray) -> np.ndarray:
-        return self.classes_[np.argmax(self.decision_scores(X), axis=1)]
+        scores = self.decision_scores(X)  # first: it raises NotFittedError before classes_ exists
+        return self.classes_[np.argmax(scores, axis=1)]
 
     def select(self, train: FeatureSplit, val: FeatureSplit, metric: Metric) -> Probe:
         """Choose hyperparameters on `val` only, then refit on train+val. Sets `selected_params_`,
@@ -92,16 +125,33 @@ class Probe(BaseEstimator):
         _require_feature_split(train, "train")
         _require_feature_split(val, "val")
         metric = Metric(metric)
+        _check_same_dims(train.X, val.X)
         _check_val_classes(train.y, val.y)
         self._forget_selection()
+        # Validated before the sweep, so bad labels fail before any work; the refit uses these arrays.
+        both = self._validate_fit_data(np.concatenate([train.X, val.X]), np.concatenate([train.y, val.y]))
         points = self._sweep(train, val, metric)
         best = max(points, key=lambda point: point.score)  # max keeps the first of equal scores
-        both = np.concatenate([train.X, val.X]), np.concatenate([train.y, val.y])
         self._fit(*both, best.params, best.warm_start)
         self.sweep_ = {point.params[self.swept_param]: point.score for point in points}
         self.val_score_ = best.score
         self.selected_params_ = dict(best.params)  # set last: a failed refit leaves the probe unselected
         return self
+
+    def _validate_fit_data(self, X: object, y: object) -> tuple[np.ndarray, np.ndarray]:
+        """scikit-learn's checks of fitting data (2-D numeric finite X, matching 1-D class labels); sets
+        `n_features_in_`. dtype="numeric" keeps float32/float64 features as they are (no copy)."""
+        refuse_multilabel_targets(y, type(self).__name__)
+        with sklearn_refusals_as_data_errors():
+            X, y = validate_data(self, X, y, dtype="numeric")
+            check_classification_targets(y)
+        return X, y
+
+    def _validate_query(self, X: object) -> np.ndarray:
+        """Features to score: the probe must be fitted and `X` must have the fitted number of features."""
+        check_is_fitted(self)
+        with sklearn_refusals_as_data_errors():
+            return validate_data(self, X, reset=False, dtype="numeric")
 
     @property
     def is_selected(self) -> bool:
@@ -110,6 +160,9 @@ class Probe(BaseEstimator):
     def _forget_selection(self) -> None:
         for name in ("selected_params_", "val_score_", "sweep_"):
             self.__dict__.pop(name, None)
+
+    def _decision_scores(self, X: np.ndarray) -> np.ndarray:  # pragma: no cover - abstract
+        raise NotImplementedError
 
     def _init_params(self) -> dict:  # pragma: no cover - abstract
         raise NotImplementedError
@@ -125,6 +178,12 @@ def _require_feature_split(split: object, name: str) -> None:
     if not isinstance(split, FeatureSplit):
         raise TypeError(f"select() takes FeatureSplit {name} data, got {type(split).__name__}; the test split "
                         "is never used for selection")
+
+
+def _check_same_dims(train_X: np.ndarray, val_X: np.ndarray) -> None:
+    if np.ndim(train_X) != 2 or np.shape(train_X)[1:] != np.shape(val_X)[1:]:
+        raise DataError(f"train features have shape {np.shape(train_X)} but val features {np.shape(val_X)}: "
+                        "select needs (N, D) features with the same D, from one backbone")
 
 
 def _check_val_classes(train_y: np.ndarray, val_y: np.ndarray) -> None:

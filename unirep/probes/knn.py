@@ -13,17 +13,10 @@ from collections.abc import Iterator, Sequence
 import faiss
 import numpy as np
 
-from unirep.errors import ConfigError, DataError
+from unirep.errors import ConfigError
 from unirep.metrics import Metric
 from unirep.probes import register_probe
-from unirep.probes.base import (
-    FeatureSplit,
-    Probe,
-    SweepPoint,
-    check_features,
-    check_single_labels,
-    predictions_for_metric,
-)
+from unirep.probes.base import FeatureSplit, Probe, SweepPoint, predictions_for_metric
 
 DEFAULT_KS = (1, 3, 5, 10, 20, 50, 100, 200)
 
@@ -50,7 +43,7 @@ class KNNProbe(Probe):
         self.temperature = temperature
         self.batch_size = batch_size
 
-    def decision_scores(self, X: np.ndarray) -> np.ndarray:
+    def _decision_scores(self, X: np.ndarray) -> np.ndarray:
         """(N, classes) sums of exp(sim / T) over the k nearest training examples of each class."""
         sims, neighbours = self._search(X, self.k_)
         _, votes = next(_vote_sums(sims, self.labels_[neighbours], len(self.classes_), self.T_, [self.k_]))
@@ -78,20 +71,17 @@ class KNNProbe(Probe):
         return points
 
     def _build_index(self, X: np.ndarray, y: np.ndarray) -> None:
-        X = _normalised(X, "kNN index features")
+        X = _normalised(X)
         y = np.asarray(y)
-        check_single_labels(X, y, "kNN probe")
         self.classes_ = np.unique(y)
         self.labels_ = np.searchsorted(self.classes_, y)
         self.index_ = faiss.IndexFlatIP(X.shape[1])
         self.index_.add(X)
-        self.n_features_in_ = X.shape[1]
 
     def _search(self, X: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        """Similarities and positions of the k nearest indexed examples, nearest first."""
-        X = _normalised(X, "kNN query features")
-        if X.shape[1] != self.n_features_in_:
-            raise DataError(f"kNN query features have {X.shape[1]} dims but the index has {self.n_features_in_}")
+        """Similarities and positions of the k nearest indexed examples, nearest first. `X` is validated (2-D,
+        finite, as many features as the index): by `validate_data` in predict, by `select` for the val split."""
+        X = _normalised(X)
         parts = [self.index_.search(X[i : i + self.batch_size], k) for i in range(0, len(X), self.batch_size)]
         if not parts:
             return np.zeros((0, k), np.float32), np.zeros((0, k), np.int64)
@@ -106,12 +96,9 @@ class KNNProbe(Probe):
             raise ConfigError(f"kNN probe temperature must be > 0 (DINO uses 0.07), got {temperature!r}")
 
 
-def _normalised(X: np.ndarray, where: str) -> np.ndarray:
-    """Rows scaled to unit L2 norm (float32, as faiss needs); all-zero rows stay zero (similarity 0)."""
-    X = np.asarray(X)
-    if X.ndim != 2:
-        raise DataError(f"{where}: expected (N, D) features, got shape {X.shape}")
-    check_features(X, where)
+def _normalised(X: np.ndarray) -> np.ndarray:
+    """Rows of validated (N, D) features scaled to unit L2 norm (float32, as faiss needs); all-zero rows stay
+    zero (similarity 0)."""
     X = np.ascontiguousarray(X, dtype=np.float32)
     norms = np.linalg.norm(X, axis=1, keepdims=True)
     return np.ascontiguousarray(X / np.maximum(norms, np.finfo(np.float32).tiny))

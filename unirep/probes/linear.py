@@ -35,14 +35,7 @@ import torch.nn.functional as F
 from unirep.errors import ConfigError, DataError
 from unirep.metrics import Metric
 from unirep.probes import register_probe
-from unirep.probes.base import (
-    FeatureSplit,
-    Probe,
-    SweepPoint,
-    check_features,
-    check_single_labels,
-    predictions_for_metric,
-)
+from unirep.probes.base import FeatureSplit, Probe, ProbeInputError, SweepPoint, predictions_for_metric
 from unirep.probes.lbfgs import Objective, minimize_lbfgs
 from unirep.runtime import resolve_device
 
@@ -103,9 +96,8 @@ class LinearProbe(Probe):
         self.patience = patience
         self.precondition = precondition
 
-    def decision_scores(self, X: np.ndarray) -> np.ndarray:
+    def _decision_scores(self, X: np.ndarray) -> np.ndarray:
         """(N, classes) logits."""
-        check_features(np.asarray(X), "features to score")
         W, b = (torch.as_tensor(a, device=self._device()) for a in (self.coef_, self.intercept_))
         mean, scale = (torch.as_tensor(a, dtype=W.dtype, device=W.device) for a in (self.mean_, self.scale_))
         chunks = [F.linear((_as_tensor(X[i : i + _SCORE_CHUNK], W) - mean) / scale, W, b).cpu().numpy()
@@ -181,7 +173,6 @@ class LinearProbe(Probe):
         self.intercept_ = solution.b.cpu().numpy()
         self.C_ = C
         self.n_iter_ = n_iter
-        self.n_features_in_ = self.coef_.shape[1]
 
     def _check_settings(self) -> None:
         Cs = np.asarray(DEFAULT_CS if self.Cs is None else self.Cs, dtype=np.float64)
@@ -214,11 +205,10 @@ class _Problem:
 
     @classmethod
     def build(cls, X: np.ndarray, y: np.ndarray, classes: np.ndarray, dtype: torch.dtype, device: torch.device):
-        X = np.asarray(X)
-        check_features(X, "linear probe features")
-        check_single_labels(X, y, "linear probe")
+        X = np.asarray(X)  # validated (N, D) finite features and (N,) labels: Probe.fit / select
         if len(classes) < 2:
-            raise DataError(f"linear probe needs at least 2 classes in the fitting data, got {len(classes)}")
+            raise ProbeInputError(f"linear probe needs at least 2 classes in the fitting data, got {len(classes)} "
+                                  "class: give it labelled examples of every class of the task")
         # Mean/std in float64 so float32 features with large offsets standardise exactly.
         mean64 = X.mean(axis=0, dtype=np.float64)
         scale64 = X.std(axis=0, dtype=np.float64)

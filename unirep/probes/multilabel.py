@@ -10,26 +10,35 @@ replaces one scikit-learn fit per class; `tests/probes/test_multilabel.py` check
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import numpy as np
 from scipy.optimize import minimize
 from scipy.special import expit
+from sklearn.utils.multiclass import check_classification_targets
+from sklearn.utils.validation import validate_data
 
 from unirep.errors import DataError
 from unirep.metrics import Metric
 from unirep.probes import register_probe
-from unirep.probes.base import FeatureSplit, Probe, check_features
+from unirep.probes.base import FeatureSplit, Probe, ProbeInputError, sklearn_refusals_as_data_errors
 
 DEFAULT_CS = np.logspace(-6, 5, 45)  # Kornblith et al. 2019's grid, as for the multinomial probe
+_NOT_INDICATOR = "gives targets with labels other than 1 / 0 / -1 (e.g. {1, 2} or strings)"
 
 
 def check_targets(y: np.ndarray, n_rows: int) -> np.ndarray:
     """(N, C) targets: 1 positive, 0 negative, -1 ignored (e.g. VOC 'difficult'-only)."""
     y = np.asarray(y)
-    if y.ndim != 2 or len(y) != n_rows:
-        raise DataError(f"multi-label probe needs (N, C) targets for {n_rows} rows, got shape {y.shape}; "
-                        "single-label tasks use the 'linear' probe")
+    # Values first: multi-class labels get scikit-learn's "Only binary classification is supported" refusal
+    # (each class column is a binary problem), whatever their shape.
     if not np.isin(y, (-1, 0, 1)).all():
-        raise DataError("multi-label targets must be 1 (positive), 0 (negative) or -1 (ignored)")
+        raise ProbeInputError("Only binary classification is supported per class by the multi-label probe: targets "
+                              "must be 1 (positive), 0 (negative) or -1 (ignored); single-label tasks use the "
+                              "'linear' probe")
+    if y.ndim != 2 or len(y) != n_rows:
+        raise ProbeInputError(f"multi-label probe needs (N, C) targets for {n_rows} rows, got shape {y.shape}; "
+                              "single-label tasks use the 'linear' probe")
     return y.astype(np.int8)
 
 
@@ -46,6 +55,17 @@ class MultiLabelLinearProbe(Probe):
             1e-6 puts the weights within ~1e-5 of the exact optimum).
     """
 
+    # Checks that presuppose single-output class labels; this probe's targets are (N, C) indicator entries
+    # 1 / 0 / -1 (ignored), so a column {1, 2} or strings has no meaning here and (N, C) is what it predicts.
+    sklearn_expected_failed_checks: ClassVar[dict[str, str]] = {
+        "check_estimators_dtypes": _NOT_INDICATOR,
+        "check_classifier_data_not_an_array": _NOT_INDICATOR,
+        "check_classifiers_classes": _NOT_INDICATOR,
+        "check_fit2d_1feature": _NOT_INDICATOR,
+        "check_classifiers_one_label": "fits 1-D labels; the probe needs (N, C) targets, one column per class",
+        "check_classifiers_train": "asserts (N,) predictions; the probe predicts (N, C), one column per class",
+    }
+
     def __init__(self, C: float = 1.0, Cs=None, max_iter: int = 1000, tol: float = 1e-6):
         self.C = C
         self.Cs = Cs
@@ -54,18 +74,35 @@ class MultiLabelLinearProbe(Probe):
 
     def fit(self, X: np.ndarray, y: np.ndarray) -> MultiLabelLinearProbe:
         self._forget_selection()  # a plain fit after select must not look selected to SealedSplit.evaluate
-        check_features(X, "train features")
-        targets = check_targets(y, len(X))
+        X, targets = self._validate_fit_data(X, y)
         self._solve(X, targets, float(self.C), warm=None)
         return self
 
-    def decision_scores(self, X: np.ndarray) -> np.ndarray:
+    def _decision_scores(self, X: np.ndarray) -> np.ndarray:
         """(N, C) per-class logits; a positive value predicts the class present."""
         return np.asarray(X, dtype=np.float64) @ self.coef_.T + self.intercept_
 
     def predict(self, X: np.ndarray) -> np.ndarray:
-        """(N, C) 0/1 predictions (logit > 0)."""
-        return (self.decision_scores(X) > 0).astype(np.int8)
+        """(N, C) 0/1 predictions (logit > 0), in the dtype of the fitted targets (scikit-learn's convention)."""
+        return (self.decision_scores(X) > 0).astype(self.targets_dtype_)
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        # (N, C) indicator targets only: scikit-learn's checks then give it y as an (N, 1) column of 0/1 labels.
+        tags.target_tags.single_output = False
+        tags.target_tags.multi_output = True
+        tags.classifier_tags.multi_label = True
+        tags.classifier_tags.multi_class = False  # each column is binary (1 / 0, or -1 for "ignored")
+        return tags
+
+    def _validate_fit_data(self, X: object, y: object) -> tuple[np.ndarray, np.ndarray]:
+        """scikit-learn's checks of X and of y as (multi-output) class targets, then the probe's own target
+        format (N, C) in {1, 0, -1}; sets `n_features_in_`."""
+        with sklearn_refusals_as_data_errors():
+            X, y = validate_data(self, X, y, dtype="numeric", multi_output=True)
+            check_classification_targets(y)
+        self.targets_dtype_ = y.dtype
+        return X, check_targets(y, len(X))
 
     def select(self, train: FeatureSplit, val: FeatureSplit, metric: Metric = Metric.MAP) -> MultiLabelLinearProbe:
         """Sweep C (ascending, warm-started) on val by `metric` (an mAP), then refit on train+val."""
@@ -86,8 +123,7 @@ class MultiLabelLinearProbe(Probe):
             sweep[float(C)] = float(metric(val_y, self.decision_scores(val.X)))
         # Ties go to the smallest C (strongest regularisation) so the choice does not hinge on noise.
         best_C = max(sweep, key=lambda c: (sweep[c], -c))
-        X_all = np.concatenate([train.X, val.X])
-        y_all = np.concatenate([train_y, val_y])
+        X_all, y_all = self._validate_fit_data(np.concatenate([train.X, val.X]), np.concatenate([train_y, val_y]))
         self._solve(X_all, y_all, best_C, warm=solutions[best_C])  # the train-only solution is a close start
         self.sweep_ = sweep
         self.val_score_ = sweep[best_C]

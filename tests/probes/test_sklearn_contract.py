@@ -1,0 +1,36 @@
+"""Every registered probe honours the scikit-learn estimator contract it claims, checked by scikit-learn's own
+suite (`check_estimator`'s checks, one test each): NotFittedError before fit, n_features_in_ checked in predict,
+NaN/inf, empty, complex, object, sparse and 1-D input refused with scikit-learn's errors, fit on lists and
+pandas, string labels, pickling, idempotent fits. Checks that cannot apply to a probe are declared on the probe
+class (`sklearn_expected_failed_checks`, with a reason each) and run as strict xfails: a declared failure that
+starts passing fails here, so the declarations cannot go stale.
+"""
+
+from __future__ import annotations
+
+import pytest
+from sklearn.utils.estimator_checks import parametrize_with_checks
+
+from unirep.probes import PROBES, _import_probes, create_probe
+
+_import_probes()
+
+# Small solver budgets keep the suite fast (every check fits a few tiny problems); set through the probes' own
+# constructor parameters, the code paths are those of the defaults. The multi-label probe's default tol=1e-6
+# (with ftol=1e-14) spends most of its time polishing digits no check looks at; 1e-4 is scikit-learn's default.
+CHECK_SETTINGS = {"linear": {"max_iter": 100}, "linear-multilabel": {"max_iter": 100, "tol": 1e-4}}
+
+PROBES_UNDER_TEST = [create_probe(name, **CHECK_SETTINGS.get(name, {})) for name in PROBES.list()]
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+
+def test_every_registered_probe_is_checked():
+    assert {type(probe) for probe in PROBES_UNDER_TEST} == {PROBES.get(name) for name in PROBES.list()}
+    assert len(PROBES_UNDER_TEST) >= 3  # linear, knn, linear-multilabel at least
+
+
+@parametrize_with_checks(PROBES_UNDER_TEST, expected_failed_checks=lambda probe: probe.sklearn_expected_failed_checks,
+                         xfail_strict=True)
+def test_probe_passes_sklearn_estimator_checks(estimator, check):
+    check(estimator)
