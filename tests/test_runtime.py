@@ -36,6 +36,7 @@ def test_unknown_device_is_one_line_naming_the_setting():
 
 def test_every_part_resolves_devices_and_checks_finiteness_with_the_one_function():
     from unirep import features
+    from unirep.estimators import agreement as estimators_agreement
     from unirep.estimators import base as estimators_base
     from unirep.finetune import select
     from unirep.probes import base as probes_base
@@ -43,6 +44,7 @@ def test_every_part_resolves_devices_and_checks_finiteness_with_the_one_function
 
     assert features.check_finite is check_finite and estimators_base.check_finite is check_finite
     assert probes_base.check_finite is check_finite and linear.resolve_device is resolve_device
+    assert estimators_agreement.check_finite is check_finite
     assert features.resolve_device is resolve_device and select.resolve_device is resolve_device
     assert features.ExtractionSettings(device="auto").resolved_device() == resolve_device("auto")
 

@@ -14,6 +14,7 @@ import pandas as pd
 from scipy import stats
 
 from unirep.errors import DataError
+from unirep.numerics import check_finite
 
 AGREEMENT_COLUMNS = ("backbone", "task", "estimator", "estimator_score", "probe_score")
 MIN_BACKBONES = 3  # with two backbones tau is +-1 and says nothing
@@ -24,8 +25,8 @@ def _paired(estimator_scores, probe_scores) -> tuple[np.ndarray, np.ndarray]:
     y = np.asarray(probe_scores, dtype=np.float64)
     if x.ndim != 1 or x.shape != y.shape:
         raise DataError(f"tau needs two 1-d score lists of equal length, got shapes {x.shape} and {y.shape}")
-    if not (np.all(np.isfinite(x)) and np.all(np.isfinite(y))):
-        raise DataError("tau: scores contain NaN/Inf; drop the failed runs before comparing rankings")
+    for scores, which in ((x, "estimator"), (y, "probe")):
+        check_finite(scores, f"tau: {which} scores", hint="drop the failed runs before comparing rankings")
     return x, y
 
 
