@@ -18,10 +18,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import yaml
 from omegaconf import MISSING, DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from unirep.errors import ConfigError
+from unirep.errors import ConfigError, yaml_problem
 from unirep.fileio import atomic_write_text
 
 # The name prefix of random-init backbones (unirep.backbones.baselines); results filed under it say so.
@@ -155,28 +156,85 @@ def load_config(schema: type, path: str | Path | None = None, dotlist: list[str]
                 **overrides: Any) -> DictConfig:
     """OmegaConf.merge(schema defaults, YAML file, keyword overrides, CLI dotlist); type-checked.
 
+    Every problem is one ConfigError naming where it is (the file, or the command line) and the full key, raised
+    before any work starts.
+
     Example:
         >>> cfg = load_config(EvalConfig, "configs/eval-offline.yaml", ["linear.n_c=10"])
     """
-    layers = [OmegaConf.structured(schema)]
-    try:
-        if path is not None:
-            if not Path(path).exists():
-                raise ConfigError(f"config file {str(path)!r} does not exist; see configs/ for examples")
-            layers.append(OmegaConf.load(path))
-        clean = {k: v for k, v in overrides.items() if v is not None}
-        if clean:
-            layers.append(OmegaConf.create(clean))
-        cfg = OmegaConf.merge(*layers)
-        if dotlist:
+    cfg = OmegaConf.structured(schema)
+    if path is not None:
+        cfg = _merge(cfg, _read_yaml_file(path), f"in {path}")
+    clean = {k: v for k, v in overrides.items() if v is not None}
+    if clean:
+        cfg = _merge(cfg, OmegaConf.create(clean), "on the command line")
+    if dotlist:
+        try:
             # merge_with_dotlist (not from_dotlist + merge) so list items can be set by index: `label_sets.1.omega=3`
             cfg.merge_with_dotlist(list(dotlist))
-        missing = sorted(OmegaConf.missing_keys(cfg))
-    except OmegaConfBaseException as exc:
-        raise ConfigError(f"invalid configuration: {_first_line(exc)}") from None
+        except (OmegaConfBaseException, yaml.YAMLError) as exc:
+            raise ConfigError(f"invalid configuration on the command line: {_describe(exc)}") from None
+    missing = sorted(OmegaConf.missing_keys(cfg))
     if missing:
         raise ConfigError(f"missing required setting(s) {missing}: give them in the YAML file or as key=value")
+    for key, (valid, rule) in VALUE_RULES.get(schema, {}).items():
+        value = OmegaConf.select(cfg, key)
+        if not valid(value):
+            raise ConfigError(f"{key}={_plain(value)!r} is invalid: it must be {rule} (set {key}=... on the command "
+                              "line or in the YAML file)")
     return cfg
+
+
+PRECISIONS = ("fp32", "bf16", "fp16")
+
+
+def _at_least(minimum: int):
+    return lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= minimum
+
+
+# Values the type check lets through but the run would refuse late (after extraction started, or deep inside a
+# probe with an exception): refused when the config is loaded. Key -> (test, what the value must be).
+VALUE_RULES: dict[type, dict[str, tuple[Any, str]]] = {
+    EvalConfig: {
+        "precision": (lambda v: v in PRECISIONS, f"one of {', '.join(PRECISIONS)}"),
+        "batch_size": (_at_least(1), "an integer >= 1"),
+        "num_workers": (_at_least(0), "an integer >= 0"),
+        "max_input_size": (lambda v: v is None or _at_least(1)(v), "null or an integer >= 1"),
+        "linear.n_c": (_at_least(1), "an integer >= 1"),
+        "linear.max_iter": (_at_least(1), "an integer >= 1"),
+        "knn.ks": (lambda v: len(v) > 0 and all(_at_least(1)(k) for k in v), "a non-empty list of integers >= 1"),
+        "knn.temperature": (lambda v: v > 0, "a number > 0"),
+    },
+}
+
+
+def _read_yaml_file(path: str | Path) -> DictConfig:
+    if not Path(path).is_file():
+        raise ConfigError(f"config file {str(path)!r} does not exist; see configs/ for examples")
+    try:
+        layer = OmegaConf.load(path)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"config file {path} is not valid YAML ({yaml_problem(exc)}): fix the file; see configs/ "
+                          "for examples") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"config file {path} cannot be read ({exc}): give a YAML text file") from None
+    if not isinstance(layer, DictConfig):
+        raise ConfigError(f"config file {path} must hold a YAML mapping of settings (key: value), not a "
+                          f"{type(layer).__name__.removesuffix('Config').lower()}; see configs/ for examples")
+    return layer
+
+
+def _merge(cfg: DictConfig, layer: DictConfig, where: str) -> DictConfig:
+    try:
+        return OmegaConf.merge(cfg, layer)  # type: ignore[return-value]
+    except OmegaConfBaseException as exc:
+        raise ConfigError(f"invalid configuration {where}: {_describe(exc)}") from None
+
+
+def _describe(exc: Exception) -> str:
+    """OmegaConf's first line, led by the full dotted key it is about (its own message names only the last part)."""
+    key = getattr(exc, "full_key", None)
+    return f"{key}: {_first_line(exc)}" if key else _first_line(exc)
 
 
 def backbone_specs(cfg: DictConfig) -> list[BackboneSpec]:

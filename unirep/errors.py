@@ -31,3 +31,11 @@ class ConfigError(UnirepError):
 
 class OutputError(UnirepError):
     """An output location that cannot be written."""
+
+
+def yaml_problem(exc: Exception) -> str:
+    """One line for a YAML parse error: where in the file (line, column) and what, e.g.
+    "line 2, column 1: expected ',' or ']', but got '<stream end>'" (PyYAML's own message spans several lines)."""
+    mark = getattr(exc, "problem_mark", None)
+    problem = getattr(exc, "problem", None) or (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+    return f"line {mark.line + 1}, column {mark.column + 1}: {problem}" if mark else problem

@@ -23,13 +23,14 @@ from omegaconf import DictConfig
 from unirep.backbones import check_backbone, create_backbone
 from unirep.backbones.base import Backbone
 from unirep.config import BackboneSpec, backbone_specs, save_config, to_container
+from unirep.faults import fault_point
 from unirep.features import ExtractionSettings, FeatureCache
 from unirep.fewshot import mean_ci
 from unirep.fileio import atomic_write_json, ensure_writable_dir
 from unirep.metrics import Metric
 from unirep.probes import FeatureSplit, SealedSplit
 from unirep.protocols import Protocol, SealedImages, TaskFeatures, TaskImages, create_protocol
-from unirep.results import ResultRecord, read_record, record_path, slug, write_record
+from unirep.results import ResultRecord, existing_record, record_path, records_lock, slug, write_record
 from unirep.runtime import library_versions
 from unirep.tasks import Task, create_task, resolve_tasks
 
@@ -78,14 +79,15 @@ def evaluate(cfg: DictConfig) -> list[ResultRecord]:
         >>> cfg = load_config(EvalConfig, dotlist=["backbones=[raw-pixels]", "tasks=[sklearn-digits]"])
         >>> records = evaluate(cfg)
     """
+    settings = extraction_settings(cfg)  # refuses a precision the device cannot run, before anything is written
+    cache = FeatureCache(cfg.cache_dir)  # refuses a cache path that is not a folder, likewise
     out = ensure_writable_dir(cfg.out)
     specs = checked_backbone_specs(cfg)
     tasks = resolve_tasks(list(cfg.tasks))
     protocols = {name: create_protocol(name, cfg) for name in cfg.protocols}
-    if is_global_zero():
-        save_config(cfg, out / "config.yaml")
-    cache = FeatureCache(cfg.cache_dir)
-    settings = extraction_settings(cfg)
+    # Saved with the first record (or at the end): a run refused on its inputs leaves the config.yaml of the
+    # records already there untouched.
+    config_unsaved = is_global_zero()
     versions = library_versions()
     records: list[ResultRecord] = []
     loaded_tasks: dict[str, Task] = {}
@@ -93,28 +95,37 @@ def evaluate(cfg: DictConfig) -> list[ResultRecord]:
         backbone = None
         for task_name in tasks:
             jobs = [Job(spec, task_name, name, s) for name, protocol in protocols.items() for s in protocol.seeds()]
-            pending = [j for j in jobs if cfg.force or not j.path(out).exists()]
-            records.extend(read_record(j.path(out)) for j in jobs if j not in pending)
-            if not pending:
-                continue
-            task = loaded_tasks.get(task_name) or loaded_tasks.setdefault(task_name, create_task(task_name))
-            backbone = backbone or build_backbone(spec, cfg)
-            pending = runnable_jobs(pending, protocols, backbone)
-            if not pending:
-                continue
-            need_logits = any(protocols[j.protocol].needs_source_logits for j in pending)
-            need_features = any(not protocols[j.protocol].needs_images for j in pending)
-            extract_start = time.perf_counter()
-            splits = {s: cache.get_or_extract(backbone, task.manifest, s, task.split(s), settings, need_logits)
-                      for s in ("train", "val", "test") if need_features}
-            extract_seconds = time.perf_counter() - extract_start
-            for job in pending:
-                record = _run_job(job, task, backbone, splits, protocols[job.protocol], cfg, versions,
-                                  extract_seconds)
-                if is_global_zero():
-                    _write_subset_manifest(out, record)
-                    write_record(out, record)
-                records.append(record)
+            # One process at a time computes a (backbone, task)'s records: a second run on the same --out waits,
+            # then finds them done. An unreadable record is named and computed again.
+            with records_lock(out, spec.display_name, task_name, enabled=not is_distributed()):
+                existing = [None if cfg.force else existing_record(j.path(out)) for j in jobs]
+                records.extend(r for r in existing if r is not None)
+                pending = [j for j, r in zip(jobs, existing, strict=True) if r is None]
+                if not pending:
+                    continue
+                task = loaded_tasks.get(task_name) or loaded_tasks.setdefault(task_name, create_task(task_name))
+                backbone = backbone or build_backbone(spec, cfg)
+                pending = runnable_jobs(pending, protocols, backbone)
+                if not pending:
+                    continue
+                need_logits = any(protocols[j.protocol].needs_source_logits for j in pending)
+                need_features = any(not protocols[j.protocol].needs_images for j in pending)
+                extract_start = time.perf_counter()
+                splits = {s: cache.get_or_extract(backbone, task.manifest, s, task.split(s), settings, need_logits)
+                          for s in ("train", "val", "test") if need_features}
+                extract_seconds = time.perf_counter() - extract_start
+                for job in pending:
+                    record = _run_job(job, task, backbone, splits, protocols[job.protocol], cfg, versions,
+                                      extract_seconds)
+                    if is_global_zero():
+                        if config_unsaved:
+                            save_config(cfg, out / "config.yaml")
+                            config_unsaved = False
+                        _write_subset_manifest(out, record)
+                        write_record(out, record)
+                    records.append(record)
+    if config_unsaved:
+        save_config(cfg, out / "config.yaml")
     return records
 
 
@@ -134,9 +145,14 @@ def runnable_jobs(jobs: list[Job], protocols: dict[str, Protocol], backbone: Bac
     return runnable
 
 
+def is_distributed() -> bool:
+    """True inside a distributed (Lightning DDP) run: its ranks run this pipeline in lockstep."""
+    return any(name in os.environ for name in ("RANK", "LOCAL_RANK", "SLURM_PROCID"))
+
+
 def is_global_zero() -> bool:
     """False on the extra processes of a distributed (Lightning DDP) run, which must not write files."""
-    if not any(name in os.environ for name in ("RANK", "LOCAL_RANK", "SLURM_PROCID")):
+    if not is_distributed():
         return True
     from lightning.fabric.utilities.rank_zero import rank_zero_only  # set by Lightning to the global rank
 
@@ -161,6 +177,7 @@ def _task_images(task, backbone) -> TaskImages:
 def _run_job(job, task, backbone, splits, protocol, cfg, versions, extract_seconds) -> ResultRecord:
     torch.manual_seed(job.seed)
     data = _task_images(task, backbone) if protocol.needs_images else _task_features(task, splits)
+    fault_point("probe")
     start = time.perf_counter()
     outcome = protocol.run(data, Metric(task.card.metric), job.seed)
     timings = {"protocol_s": round(time.perf_counter() - start, 3), **outcome.timings}

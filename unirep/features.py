@@ -9,6 +9,7 @@ forward pass; entries are written atomically, so a killed extraction never leave
 from __future__ import annotations
 
 import os
+import sys
 import time
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass
@@ -21,14 +22,15 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
 from unirep.backbones.base import Backbone, DataConfig
-from unirep.errors import ConfigError
+from unirep.config import PRECISIONS
+from unirep.errors import ConfigError, OutputError
+from unirep.faults import fault_point
 from unirep.fileio import atomic_save_npz, sha256_json
 from unirep.numerics import check_finite
 from unirep.runtime import resolve_device
 from unirep.tasks.base import ImageSet, SplitManifest
 
 CACHE_FORMAT = 1
-PRECISIONS = ("fp32", "bf16", "fp16")
 
 
 @dataclass(frozen=True)
@@ -42,6 +44,17 @@ class ExtractionSettings:
     device: str = "auto"
     precision: str = "fp32"
     channels_last: bool = True
+
+    def __post_init__(self):
+        # Checked when the settings are made, so a run refuses them before any work, not at its first batch.
+        if self.precision not in PRECISIONS:
+            raise ConfigError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
+        if self.precision == "fp16" and self.resolved_device().type == "cpu":
+            raise ConfigError("precision=fp16 needs a GPU (autocast float16 on CPU is not supported); use "
+                              "precision=bf16 on CPU")
+        if self.batch_size < 1 or self.num_workers < 0:
+            raise ConfigError(f"batch_size must be >= 1 and num_workers >= 0, got {self.batch_size} and "
+                              f"{self.num_workers}")
 
     def resolved_device(self) -> torch.device:
         return resolve_device(self.device)
@@ -155,6 +168,7 @@ def extract_features(
             else:
                 feats = backbone(batch)
         features.append(feats.float().cpu())
+        fault_point("extract-batch")
     out = torch.cat(features).numpy() if features else np.zeros((0, backbone.num_features), np.float32)
     check_finite(out, f"features of {backbone.name} ({description})",
                  hint="nothing was cached. Try precision=fp32, or check the weights")
@@ -164,6 +178,22 @@ def extract_features(
         source_logits=torch.cat(logits).numpy() if want_logits else None,
         seconds=time.perf_counter() - start,
     )
+
+
+def _entry_problem(found: ExtractedSplit, key: str, stored_key: str, labels: np.ndarray | None) -> str | None:
+    """Why a readable cache entry cannot be the features its key names (None: it can)."""
+    features = found.features
+    if stored_key != key:
+        return f"stored under another key ({stored_key[:12]}...)"
+    if features.ndim != 2 or len(features) != len(found.labels):
+        return f"inconsistent ({features.shape} features for {len(found.labels)} labels)"
+    if labels is not None and not np.array_equal(found.labels, labels):
+        return f"for other examples ({len(found.labels)} labels, the split has {len(labels)} that differ)"
+    if found.source_logits is not None and len(found.source_logits) != len(features):
+        return f"inconsistent ({len(found.source_logits)} rows of source logits for {len(features)} features)"
+    if not np.isfinite(features).all():
+        return "holding NaN/Inf features"
+    return None
 
 
 def _quiet() -> bool:
@@ -180,6 +210,10 @@ class FeatureCache:
 
     def __init__(self, root: str | os.PathLike):
         self.root = Path(root).expanduser()
+        existing = next(p for p in (self.root, *self.root.parents) if p.exists())
+        if not existing.is_dir():
+            raise OutputError(f"feature cache directory {str(self.root)!r} cannot be created: {str(existing)!r} is a "
+                              "file; choose another with --cache-dir (or cache_dir=...)")
 
     @staticmethod
     def key(backbone_identity: dict, manifest: SplitManifest, split: str, settings: ExtractionSettings) -> str:
@@ -191,27 +225,37 @@ class FeatureCache:
     def path(self, key: str) -> Path:
         return self.root / key[:2] / f"{key}.npz"
 
-    def load(self, key: str, need_logits: bool) -> ExtractedSplit | None:
+    def load(self, key: str, need_logits: bool, labels: np.ndarray | None = None) -> ExtractedSplit | None:
+        """The entry `key`, or None: absent, without the source logits asked for, or damaged. A damaged entry
+        (truncated, bytes flipped, another split's arrays under this key, labels that are not `labels`) is named on
+        stderr and never trusted: the caller extracts again and replaces it."""
         path = self.path(key)
         if not path.exists():
             return None
         try:
-            with np.load(path) as data:
+            with np.load(path) as data:  # reading a whole member checks its CRC
                 if need_logits and "source_logits" not in data:
                     return None
-                return ExtractedSplit(
+                found = ExtractedSplit(
                     features=data["features"],
                     labels=data["labels"],
                     source_logits=data["source_logits"] if "source_logits" in data else None,
                     seconds=float(data["seconds"]),
                     cached=True,
                 )
-        except (OSError, ValueError, KeyError):
-            return None  # unreadable entry (e.g. disk trouble): extract again and overwrite it
+                stored_key = str(data["key"]) if "key" in data else key  # entries written before keys were stored
+        except Exception as exc:  # zipfile.BadZipFile, EOFError, ValueError, OSError, KeyError...: all mean damaged
+            problem = f"unreadable ({type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc) else ''})"
+        else:
+            problem = _entry_problem(found, key, stored_key, labels)
+        if problem is None:
+            return found
+        print(f"unirep: feature cache entry {path} is {problem}; extracting again", file=sys.stderr)
+        return None
 
     def save(self, key: str, split: ExtractedSplit, meta: dict) -> None:
         arrays = {"features": split.features, "labels": split.labels, "seconds": np.float64(split.seconds),
-                  "meta": np.array(sha256_json(meta))}
+                  "meta": np.array(sha256_json(meta)), "key": np.array(key)}
         if split.source_logits is not None:
             arrays["source_logits"] = split.source_logits
         atomic_save_npz(self.path(key), **arrays)
@@ -228,7 +272,8 @@ class FeatureCache:
         """The cached split if present, else extract it and store it."""
         identity = backbone.identity()
         key = self.key(identity, manifest, split, settings)
-        found = self.load(key, need_logits=with_source_logits and backbone.has_source_head)
+        found = self.load(key, need_logits=with_source_logits and backbone.has_source_head,
+                          labels=np.asarray(images.labels))
         if found is not None:
             return found
         extracted = extract_features(backbone, images, settings, with_source_logits,

@@ -7,10 +7,19 @@ unless forced, so a killed run resumes where it stopped.
 from __future__ import annotations
 
 import json
+import os
 import re
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import MISSING, asdict, dataclass, field, fields
 from datetime import UTC, datetime
 from pathlib import Path
+
+try:
+    import fcntl
+except ImportError:  # not POSIX: no inter-process locking (concurrent runs on one --out may compute a record twice)
+    fcntl = None
 
 from unirep.errors import DataError
 from unirep.fileio import atomic_write_json
@@ -95,6 +104,41 @@ def read_record(path: str | Path) -> ResultRecord:
     if not isinstance(raw, dict):
         raise DataError(f"{path}: a record must be a JSON object")
     return ResultRecord.from_dict(raw, where=str(path))
+
+
+def existing_record(path: str | Path) -> ResultRecord | None:
+    """The finished record at `path`, or None: none there, or an unreadable one (named on stderr, then computed
+    again by the caller and replaced atomically; a torn or hand-broken file must not stop a resumed run)."""
+    if not Path(path).exists():
+        return None
+    try:
+        return read_record(path)
+    except DataError as exc:
+        print(f"unirep: {exc}; computing it again", file=sys.stderr)
+        return None
+
+
+@contextmanager
+def records_lock(out_dir: str | Path, backbone: str, task: str, enabled: bool = True) -> Iterator[None]:
+    """Hold the exclusive lock of (backbone, task)'s records folder: two runs on one --out never compute the same
+    records at once; the second waits (saying so), then reads what the first wrote. An flock on the folder itself,
+    so a killed holder releases it with its last file descriptor and no stale lock file is left behind."""
+    folder = Path(out_dir) / "records" / slug(backbone) / slug(task)
+    if not enabled or fcntl is None:
+        yield
+        return
+    folder.mkdir(parents=True, exist_ok=True)
+    handle = os.open(folder, os.O_RDONLY)
+    try:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            print(f"unirep: another run is writing the records of {backbone}/{task} in {out_dir}; waiting for it",
+                  file=sys.stderr)
+            fcntl.flock(handle, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(handle)  # releases the lock
 
 
 def load_records(root: str | Path) -> tuple[list[ResultRecord], list[tuple[Path, str]]]:

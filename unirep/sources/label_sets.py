@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from unirep.errors import ConfigError, DataError
+from unirep.errors import ConfigError, DataError, yaml_problem
 from unirep.fileio import sha256_file
 from unirep.registry import Registry
 from unirep.tasks.base import CARDS_DIR, ImageSet
@@ -182,7 +182,7 @@ def read_hierarchy(path: Path, classes: Sequence[str], task: str | None = None) 
     try:
         raw = yaml.safe_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as exc:
-        raise ConfigError(f"hierarchy file {path} is not valid YAML ({str(exc).splitlines()[0]})") from None
+        raise ConfigError(f"hierarchy file {path} is not valid YAML ({yaml_problem(exc)}): fix the file") from None
     if isinstance(raw, dict) and raw.get("task") not in (None, task):
         raise ConfigError(f"hierarchy file {path} is for task {raw['task']!r}, not {task!r}: give the file of "
                           f"{task!r} in label_sets.<i>.hierarchy")

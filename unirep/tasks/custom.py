@@ -45,7 +45,7 @@ import numpy as np
 import yaml
 from PIL import Image
 
-from unirep.errors import ConfigError, DataError
+from unirep.errors import ConfigError, DataError, yaml_problem
 from unirep.fileio import atomic_write_json, sha256_file, sha256_json
 from unirep.metrics import Metric
 from unirep.registry import Registry
@@ -127,8 +127,10 @@ def read_custom_card(path: str | Path) -> TaskCard:
     path = Path(path).expanduser().resolve()
     try:
         raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError) as exc:
-        raise ConfigError(f"cannot read task card {path}: {exc}") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"task card {path} is not valid YAML ({yaml_problem(exc)}): fix the file") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"cannot read task card {path}: {exc.strerror or exc}") from None
     if not isinstance(raw, dict):
         raise ConfigError(f"task card {path}: expected a mapping with name, description, data")
     unknown = sorted(set(raw) - CARD_KEYS)
@@ -250,7 +252,7 @@ class CustomTask(Task):
         data_sha = sha256_json({"ids": ids, "labels": labels.tolist(), "images": digests,
                                 "given_split": [r.split for r in rows]})
         paths = [r.path for r in rows]
-        examples = ImageSet(ids, labels, lambda i: Image.open(paths[i]), lambda i: rows[i].where)
+        examples = ImageSet(ids, labels, lambda i: open_image(paths[i], rows[i].where), lambda i: rows[i].where)
         self._write_manifest(ids, data_sha)
         return examples, data_sha
 
@@ -366,6 +368,10 @@ def _check_images(rows: list[Row]) -> list[str]:
             with Image.open(row.path) as image:
                 image.draft("RGB", (64, 64))
                 image.load()
+                eight_bit(image, row.where)
+        except DataError as exc:
+            bad.append(str(exc))
+            continue
         except Exception as exc:  # PIL raises many types for corrupt or truncated files
             bad.append(f"{row.where}: {exc}")
             continue
@@ -373,6 +379,30 @@ def _check_images(rows: list[Row]) -> list[str]:
     if bad:
         raise DataError(f"{len(bad)} unreadable image(s) ({'; '.join(bad[:MAX_LISTED])}); replace or remove them")
     return digests
+
+
+# Integer greys that PIL's RGB conversion clips at 255 instead of scaling: a 16-bit PNG would read as mostly white.
+WIDE_GREY_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I")
+
+
+def open_image(path: Path, where: str) -> Image.Image:
+    """The image at `path` with pixels RGB conversion reads right (16-bit greys scaled to 8 bits)."""
+    return eight_bit(Image.open(path), where)
+
+
+def eight_bit(image: Image.Image, where: str) -> Image.Image:
+    """`image` itself, or its 16-bit grey scaled to 8 bits (65535 -> 255, rounded); DataError for a mode without
+    a defined pixel range (float, or integers beyond 16 bits)."""
+    if image.mode == "F":
+        raise DataError(f"{where}: unsupported image mode F (32-bit float, no defined pixel range); save it as an 8- "
+                        "or 16-bit image")
+    if image.mode not in WIDE_GREY_MODES:
+        return image
+    pixels = np.asarray(image)
+    if pixels.size and (pixels.min() < 0 or pixels.max() > 65535):
+        raise DataError(f"{where}: unsupported image mode {image.mode} with values beyond 16 bits "
+                        f"({pixels.min()}..{pixels.max()}); save it as an 8- or 16-bit image")
+    return Image.fromarray(np.round(pixels / 257.0).astype(np.uint8))  # (H, W) uint8: mode L
 
 
 def _relative_id(path: Path, base: Path) -> str:
