@@ -17,6 +17,7 @@ from unirep.cli import main
 from unirep.errors import ConfigError, WeightsError
 from unirep.sources import train as train_module
 from unirep.sources.train import train_source
+from unirep.training.optim import WEIGHT_DECAY_RULE
 
 PRESETS = Path(__file__).resolve().parents[2] / "configs" / "sources"
 
@@ -60,6 +61,9 @@ def test_checkpoint_metadata_describes_the_run(muldip_run):
     assert meta["networks"][1]["spec"]["heads"] == {"random-w3": 3}
     assert meta["data_config"]["input_size"] == 16 and meta["data"]["train_size"] == 200
     assert meta["training"]["optim"]["epochs"] == 1 and meta["feature_norm"] == "linf"
+    assert meta["optimizer"] == {"lr": 0.002, "momentum": 0.9, "weight_decay": 0.05, "warmup_epochs": 0.5,
+                                 "label_smoothing": 0.0, "trunk_lr_factor": 1.0, "optimizer": "adamw",
+                                 "weight_decay_rule": WEIGHT_DECAY_RULE}
     split = json.loads((muldip_run.out / "source-split.json").read_text())
     assert len(split["train_ids"]) == 200 and len(split["val_ids"]) == 100
     assert not set(split["train_ids"]) & set(split["val_ids"])
@@ -88,13 +92,14 @@ def test_checkpoint_with_changed_weights_is_refused(muldip_run, tmp_path):
 
 
 class LearningRates(Callback):
-    """Records every param group's lr at each training step."""
+    """Records every param group's name -> (lr, weight decay, 1-d parameters only) at each training step."""
 
     def __init__(self):
-        self.seen: list[list[float]] = []
+        self.seen: list[dict[str, tuple[float, float, bool]]] = []
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
-        self.seen.append([g["lr"] for g in trainer.optimizers[0].param_groups])
+        self.seen.append({g["name"]: (g["lr"], g["weight_decay"], all(p.ndim == 1 for p in g["params"]))
+                          for g in trainer.optimizers[0].param_groups})
 
 
 def test_fsft_dr_retrains_the_last_two_layers_at_ten_times_the_trunks_rate(tmp_path, tiny):
@@ -102,11 +107,18 @@ def test_fsft_dr_retrains_the_last_two_layers_at_ten_times_the_trunks_rate(tmp_p
     cfg = tiny.config(tmp_path, "fsft-dr", "model.feature_dim=32", "fsft.epochs=1", "fsft.dr_divisor=4")
     result = train_source(cfg, callbacks=[rates])
     base_steps = 5  # 200 images / batch 40, one epoch
-    assert all(len(r) == 1 for r in rates.seen[:base_steps])
+    # Weights decay at optim.weight_decay, 1-d parameters (biases, norms) not at all: unirep.training.optim.
+    for step in rates.seen[:base_steps]:
+        assert {k: v[1:] for k, v in step.items()} == {"all": (0.05, False), "all/no-decay": (0.0, True)}
     fsft = rates.seen[base_steps:]
-    assert len(fsft) == 5 and all(len(r) == 2 for r in fsft)
-    for trunk_lr, top_lr in fsft:
-        assert trunk_lr == pytest.approx(0.1 * top_lr) and top_lr > 0
+    groups = {"earlier-layers": (0.05, False), "earlier-layers/no-decay": (0.0, True),
+              "last-two-layers": (0.05, False), "last-two-layers/no-decay": (0.0, True)}
+    assert len(fsft) == 5 and all({k: v[1:] for k, v in step.items()} == groups for step in fsft)
+    for step in fsft:
+        top_lr = step["last-two-layers"][0]
+        assert step["last-two-layers/no-decay"][0] == top_lr and top_lr > 0
+        for trunk in ("earlier-layers", "earlier-layers/no-decay"):
+            assert step[trunk][0] == pytest.approx(0.1 * top_lr)
     (trained,) = result.networks
     assert trained.network.feature_dim == 8 and set(trained.seconds) == {"base", "fsft"}
     backbone = create_backbone(str(result.out))
@@ -144,7 +156,14 @@ def test_killed_run_resumes_from_last_checkpoint_and_matches_an_uninterrupted_ru
 
 def test_a_finished_run_is_returned_from_its_checkpoint_without_training(tmp_path, tiny, monkeypatch):
     args = (tmp_path / "run", "reference", "model.feature_dim=16")
-    first = train_source(tiny.config(*args))
+    saved = torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled()
+    try:  # trainer.deterministic=true: Lightning switches to (True, warn_only=False); the caller gets its own back
+        torch.use_deterministic_algorithms(True, warn_only=True)
+        first = train_source(tiny.config(*args))
+        assert (torch.are_deterministic_algorithms_enabled(),
+                torch.is_deterministic_algorithms_warn_only_enabled()) == (True, True)
+    finally:
+        torch.use_deterministic_algorithms(saved[0], warn_only=saved[1])
     metadata = (tmp_path / "run" / METADATA_FILE).read_bytes()
 
     def no_training(*_, **__):

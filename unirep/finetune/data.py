@@ -3,12 +3,12 @@
 Training images go through `timm.data.create_transform(is_training=True, normalize=False)` (random resized crop,
 flip, optional colour jitter / RandAugment) and stay uint8; normalisation happens per batch on the device with the
 backbone's own mean/std, as in feature extraction. Val and test images are resized and centre-cropped once
-(`unirep.sources.data.cache_split`, the eval transform the probes' features use).
+(`unirep.training.data.cache_split`, the eval transform the probes' features use).
 
-Sharding follows unirep.sources.data: a DistributedSampler in every case (one replica when not distributed) and
-`batch_size / world_size` examples per device, so the global batch and the example order do not depend on the
-number of devices. Unlike the source module, the train loader drops its last incomplete batch when that batch
-would hold less than half a batch: 897 digits in batches of 64 would otherwise end every epoch with a one-example
+Sharding is source training's (unirep.training.data): a DistributedSampler in every case (one replica when not
+distributed) and `batch_size / world_size` examples per device, so the global batch and the example order do not
+depend on the number of devices. Unlike source training, the train loader drops its last incomplete batch when that
+batch would hold less than half a batch: 897 digits in batches of 64 would otherwise end every epoch with a one-example
 step (a noisy update and one-example batch-norm statistics), while LFW's 100 training crops keep their second batch
 of 36 instead of losing a third of the data every epoch.
 """
@@ -24,9 +24,9 @@ from omegaconf import DictConfig
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, TensorDataset
 
 from unirep.backbones.base import DataConfig
-from unirep.errors import ConfigError, DataError
-from unirep.sources.data import CachedSplit
+from unirep.errors import DataError
 from unirep.tasks.base import ImageSet
+from unirep.training.data import CachedSplit, device_batch_size, trainer_world
 
 
 class AugmentedImages(Dataset):
@@ -86,19 +86,11 @@ class FineTuneDataModule(pl.LightningDataModule):
         self.train_set, self.val_set = train, val
         self.batch_size, self.seed, self.num_workers = batch_size, seed, num_workers
 
-    def _world(self) -> tuple[int, int]:
-        trainer = self.trainer
-        return (trainer.world_size, trainer.global_rank) if trainer is not None else (1, 0)
-
     def per_device_batch_size(self) -> int:
-        world, _ = self._world()
-        if self.batch_size % world:
-            raise ConfigError(f"finetune.batch_size={self.batch_size} (the global batch) must be divisible by the "
-                              f"{world} devices")
-        return self.batch_size // world
+        return device_batch_size(self.batch_size, trainer_world(self.trainer)[0], "finetune.batch_size")
 
     def _loader(self, dataset: Dataset, train: bool) -> DataLoader:
-        world, rank = self._world()
+        world, rank = trainer_world(self.trainer)
         sampler = DistributedSampler(dataset, num_replicas=world, rank=rank, shuffle=train, seed=self.seed)
         batch = self.per_device_batch_size()
         drop_last = train and len(sampler) >= batch and len(sampler) % batch < batch / 2

@@ -12,7 +12,6 @@ selects a learning rate is exactly the metric, not a mean of per-batch accuracie
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable
 
 import lightning.pytorch as pl
 import numpy as np
@@ -22,20 +21,7 @@ from torch import nn
 
 from unirep.backbones.base import Backbone
 from unirep.metrics import Metric
-from unirep.registry import Registry
-from unirep.sources.module import OptimSettings, warmup_cosine
-
-OPTIMIZERS: Registry[Callable[[list[dict], OptimSettings], torch.optim.Optimizer]] = Registry("optimizer")
-
-
-@OPTIMIZERS.register("sgd")
-def _sgd(groups: list[dict], optim: OptimSettings) -> torch.optim.Optimizer:
-    return torch.optim.SGD(groups, lr=optim.lr, momentum=optim.momentum, nesterov=optim.momentum > 0)
-
-
-@OPTIMIZERS.register("adamw")
-def _adamw(groups: list[dict], optim: OptimSettings) -> torch.optim.Optimizer:
-    return torch.optim.AdamW(groups, lr=optim.lr)
+from unirep.training.optim import OptimSettings, create_optimizer, warmup_cosine_schedule
 
 
 class Classifier(nn.Module):
@@ -72,12 +58,11 @@ class FineTuneModule(pl.LightningModule):
     layer in eval mode (running statistics fixed) while its affine parameters train.
     """
 
-    def __init__(self, net: Classifier, trainable: set[str], metric: Metric, optimizer: str, optim: OptimSettings,
+    def __init__(self, net: Classifier, trainable: set[str], metric: Metric, optim: OptimSettings,
                  schedule_epochs: int, freeze_bn_stats: bool = False):
         super().__init__()
         self.net = net
         self.metric = metric
-        self.optimizer_name = optimizer
         self.optim = optim
         self.schedule_epochs = schedule_epochs
         for name, parameter in net.named_parameters():
@@ -147,21 +132,14 @@ class FineTuneModule(pl.LightningModule):
         self.curve.append(entry)
 
     def parameter_groups(self) -> list[dict]:
-        """Weights decay; biases and normalisation parameters (1-d) do not."""
-        trainable = [p for p in self.net.parameters() if p.requires_grad]
-        decay = [p for p in trainable if p.ndim > 1]
-        no_decay = [p for p in trainable if p.ndim <= 1]
-        return [{"params": decay, "weight_decay": self.optim.weight_decay},
-                {"params": no_decay, "weight_decay": 0.0}]
+        """The trainable parameters, one learning rate; the optimiser table splits off the 1-d ones, which do not
+        decay (unirep.training.optim)."""
+        return [{"params": [p for p in self.net.parameters() if p.requires_grad], "name": "trainable"}]
 
     def configure_optimizers(self):
-        optimizer = OPTIMIZERS.get(self.optimizer_name)(self.parameter_groups(), self.optim)
-        epochs = max(1, self.trainer.max_epochs or 1)
-        per_epoch = max(1, int(self.trainer.estimated_stepping_batches) // epochs)
-        total = per_epoch * max(self.schedule_epochs, epochs)
-        warmup = int(round(self.optim.warmup_epochs * per_epoch))
-        schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine(warmup, total))
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
+        optimizer = create_optimizer(self.parameter_groups(), self.optim)
+        schedule = warmup_cosine_schedule(optimizer, self.trainer, self.optim.warmup_epochs, self.schedule_epochs)
+        return {"optimizer": optimizer, "lr_scheduler": schedule}
 
 
 def _fully_frozen(net: nn.Module) -> list[nn.Module]:

@@ -10,6 +10,8 @@ folded into the head: W (x - mean) / scale + b == (W / scale) x + (b - (W / scal
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 import torch
 
@@ -24,9 +26,13 @@ ABSENT_CLASS_MARGIN = 10.0
 
 
 def frozen_features(net: Classifier, images: ImageSet, device: str) -> FeatureSplit:
-    """Features of `net`'s backbone (eval mode, fp32, eval transform) and the labels."""
+    """Features of `net`'s backbone (eval mode, fp32, eval transform) and the labels; `net` is left as it was."""
     settings = ExtractionSettings(batch_size=256, device=device)
-    extracted = extract_features(net.backbone, images, settings, description="linear-probe features")
+    # A copy, because extract_features moves and converts the module it is given (device, channels_last) inside
+    # inference mode: the parameters it converts become inference tensors, which can never train again. LP-FT's
+    # refit fits this head on the very net it then fine-tunes, and crashed in FineTuneModule ("Setting
+    # requires_grad=True on inference tensor outside InferenceMode is not allowed").
+    extracted = extract_features(copy.deepcopy(net.backbone), images, settings, description="linear-probe features")
     return FeatureSplit(extracted.features, extracted.labels)
 
 

@@ -7,9 +7,11 @@ Names: `finetune` (mode from `finetune.mode`), `finetune-full`, `finetune-lp-ft`
     unirep eval mobilenetv2_100.packaged_in1k --tasks sklearn-digits --protocols linear,knn,finetune,finetune-lp-ft
 
 Record fields: `hyperparameters` holds the selected `lr` and `epochs` (of the last phase) and every phase's choice,
-the refit policy and the training settings; `extra["curve"]` the training curve (one entry per epoch of every fit:
-phase, selection or refit, candidate learning rate, train loss, val score); `timings` the seconds of selection,
-refit and test prediction.
+the refit policy and the training settings (with the optimiser's weight-decay rule, unirep.training.optim);
+`extra["curve"]` the training curve (one entry per epoch of every fit: phase, selection or refit, candidate
+learning rate, train loss, val score); `extra["selection"]` the selection file in the run directory and whether
+this record's selection was read from it (unirep.finetune.saved_selection); `timings` the seconds of selection
+(as measured when it ran), refit and test prediction.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from unirep.errors import ConfigError
 from unirep.metrics import Metric
 from unirep.protocols import PROTOCOLS, Protocol, ProtocolOutcome, TaskImages, register_protocol
 from unirep.tasks.base import ImageSet
+from unirep.training.optim import WEIGHT_DECAY_RULE
 
 PREDICT_BATCH = 256
 
@@ -49,13 +52,16 @@ class FineTuneProtocol(Protocol):
         return ft
 
     def run(self, data: TaskImages, metric: Metric, seed: int) -> ProtocolOutcome:
+        from unirep.finetune.saved_selection import SavedSelection, selection_key
         from unirep.finetune.select import finetune
 
         if metric.needs_scores:
             raise ConfigError(f"fine-tuning trains a softmax head and cannot score metric {metric.value!r} "
                               "(multi-label): use the linear probe for this task")
         ft = self.settings()
-        result = finetune(data.backbone, data.train, data.val, data.num_classes, metric, ft, seed)
+        key = selection_key(data.backbone, data.train, data.val, data.num_classes, metric, ft, seed)
+        saved = SavedSelection.in_run_dir(self.cfg.out, data.backbone, key, reuse=not self.cfg.force)
+        result = finetune(data.backbone, data.train, data.val, data.num_classes, metric, ft, seed, saved)
         start = time.perf_counter()
         test = data.test.evaluate(functools.partial(_predict, result.net, ft), metric)
         timings = {**{k: round(v, 3) for k, v in result.timings.items()},
@@ -71,7 +77,9 @@ class FineTuneProtocol(Protocol):
             extra={"curve": result.curve, "val_sweep": last.sweep,
                    "phase_sweeps": {c.phase: c.sweep for c in result.choices},
                    "trained_stages": {c.phase: c.trained_stages for c in result.choices},
-                   "world_size": result.world_size},
+                   "world_size": result.world_size,
+                   "selection": {"file": None if saved is None else saved.path.relative_to(self.cfg.out).as_posix(),
+                                 "resumed": result.selection_resumed}},
             timings=timings,
         )
 
@@ -81,7 +89,7 @@ def _predict(net, ft: DictConfig, images: ImageSet) -> np.ndarray:
 
     from unirep.finetune.module import predict_scores
     from unirep.finetune.select import uses_gpu
-    from unirep.sources.data import cache_split
+    from unirep.training.data import cache_split
 
     split = cache_split(images, net.backbone.data_config, f"test @{net.backbone.data_config.input_size}px")
     device = torch.device("cuda" if uses_gpu(ft) else "cpu")
@@ -96,7 +104,8 @@ def _hyperparameters(ft: DictConfig, result, input_size: int) -> dict:
         "mode": ft.mode, "lr": last.lr, "epochs": last.epochs, "refit": result.refit,
         "phases": [_phase_entry(c) for c in result.choices],
         "max_epochs": ft.max_epochs, "patience": ft.patience, "optimizer": ft.optimizer, "momentum": ft.momentum,
-        "weight_decay": ft.weight_decay, "warmup_epochs": ft.warmup_epochs, "label_smoothing": ft.label_smoothing,
+        "weight_decay": ft.weight_decay, "weight_decay_rule": WEIGHT_DECAY_RULE,
+        "warmup_epochs": ft.warmup_epochs, "label_smoothing": ft.label_smoothing,
         "batch_size": ft.batch_size, "input_size": input_size, "augment": augment, "precision": result.precision,
         "bn_stats": "frozen" if any(p.freeze_bn_stats for p in result.phases) else "train",
     }

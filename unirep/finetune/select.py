@@ -16,6 +16,9 @@ Refit policy (`finetune.refit`, recorded in every record's hyperparameters):
   cosine decay of `max_epochs`, stopped after the selected epoch); a linear-probe head is refitted on train+val
   features with its selected C. More data, no early stopping left to do.
 - "train": keep the train-only model of the selected epoch (the weights that scored the best val score).
+
+Selection is saved as soon as it ends (unirep.finetune.saved_selection, in the run directory) and a re-run of the
+same job starts from it, so a failure in the refit or the test prediction does not lose the sweep.
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ import copy
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 
 import lightning.pytorch as pl
 import torch
@@ -43,15 +46,17 @@ from unirep.finetune.data import (
     train_transform,
 )
 from unirep.finetune.modes import Phase, create_phases
-from unirep.finetune.module import OPTIMIZERS, Classifier, FineTuneModule, trainable_names
+from unirep.finetune.module import Classifier, FineTuneModule, trainable_names
 from unirep.finetune.probe_head import linear_probe_head
+from unirep.finetune.saved_selection import SavedSelection, Selection
 from unirep.finetune.stages import StagePartition, partition_stages
 from unirep.metrics import Metric
 from unirep.quiet import quiet_lightning
 from unirep.runtime import resolve_device
-from unirep.sources.data import CachedSplit, cache_split
-from unirep.sources.module import OptimSettings
 from unirep.tasks.base import ImageSet
+from unirep.training.data import CachedSplit, cache_split
+from unirep.training.determinism import preserve_deterministic_mode
+from unirep.training.optim import OPTIMIZERS, OptimSettings
 
 REFIT_POLICIES = ("train+val", "train")
 
@@ -83,6 +88,8 @@ class FineTuneResult:
     world_size: int
     phases: list[Phase]
     timings: dict[str, float] = field(default_factory=dict)
+    selection_file: str | None = None  # where the selection was saved (or read from); None: not saved
+    selection_resumed: bool = False  # True: read from `selection_file`, no sweep ran in this call
 
 
 @dataclass
@@ -118,8 +125,10 @@ class _Run:
 
 
 def finetune(backbone: Backbone, train: ImageSet, val: ImageSet, num_classes: int, metric: Metric,
-             ft: DictConfig, seed: int) -> FineTuneResult:
+             ft: DictConfig, seed: int, saved: SavedSelection | None = None) -> FineTuneResult:
     """Select learning rates and epochs on `val`, then refit by `ft.refit`; `backbone` itself is not changed.
+    With `saved`, a selection saved there by an earlier call with the same inputs is used instead of a sweep, and
+    a new selection is saved there before the refit starts.
 
     Example:
         >>> result = finetune(create_backbone("random:test_resnet", input_size=32), task.split("train"),
@@ -129,20 +138,45 @@ def finetune(backbone: Backbone, train: ImageSet, val: ImageSet, num_classes: in
     phases, partition = _plan(backbone, train, val, num_classes, ft)
     run = _Run(backbone, partition, num_classes, train, val, metric, ft, seed)
     pristine = Classifier(copy.deepcopy(backbone), num_classes, seed).state_copy()
-    choices: list[PhaseChoice] = []
-    state = pristine
-    start = time.perf_counter()
-    for phase in phases:
-        choice, state = SOLVERS[phase.solver].select(run, phase, state)
-        choices.append(choice)
-    timings = {"select_s": time.perf_counter() - start}
-    net = run.new_net(state if ft.refit == "train" else pristine)
+    keep_state = ft.refit == "train"  # the selected weights are what gets scored
+    restored = saved.load(with_state=keep_state) if saved is not None else None
+    if restored is None:
+        choices, state, select_s = _select(run, phases, pristine)
+        if saved is not None and rank_zero_only.rank == 0:
+            saved.save(Selection([asdict(c) for c in choices], run.curve, select_s, run.world_size,
+                                 state if keep_state else None),
+                       {"backbone": backbone.name, "mode": ft.mode, "seed": seed})
+    else:
+        choices = [PhaseChoice(**c) for c in restored.choices]
+        state, select_s = restored.state, restored.select_s
+        run.curve, run.world_size = list(restored.curve), restored.world_size
+        _progress(f"finetune: selection read from {saved.path} (no sweep: {', '.join(_describe(c) for c in choices)})")
+    timings = {"select_s": select_s}
+    net = run.new_net(state if keep_state else pristine)
     if ft.refit == "train+val":
         start = time.perf_counter()
         for phase, choice in zip(phases, choices, strict=True):
             SOLVERS[phase.solver].refit(run, phase, choice, net)
         timings["refit_s"] = time.perf_counter() - start
-    return FineTuneResult(net, choices, run.curve, ft.refit, resolve_precision(ft), run.world_size, phases, timings)
+    return FineTuneResult(net, choices, run.curve, ft.refit, resolve_precision(ft), run.world_size, phases, timings,
+                          None if saved is None else str(saved.path), restored is not None)
+
+
+def _select(run: _Run, phases: list[Phase], pristine: dict) -> tuple[list[PhaseChoice], dict, float]:
+    """Every phase's selection in turn, each from the model the previous one selected; returns the choices, the
+    last phase's selected weights and the seconds it took."""
+    start = time.perf_counter()
+    choices: list[PhaseChoice] = []
+    state = pristine
+    for phase in phases:
+        choice, state = SOLVERS[phase.solver].select(run, phase, state)
+        choices.append(choice)
+    return choices, state, time.perf_counter() - start
+
+
+def _describe(choice: PhaseChoice) -> str:
+    return f"{choice.phase} C={choice.C:g}" if choice.C is not None else \
+        f"{choice.phase} lr={choice.lr:g} epochs={choice.epochs}"
 
 
 def _plan(backbone: Backbone, train: ImageSet, val: ImageSet, num_classes: int,
@@ -223,14 +257,14 @@ def fit_phase(net: Classifier, partition: StagePartition, phase: Phase, lr: floa
     `val_set`, scored on val every epoch and stopped early after `phase.patience` epochs without improvement.
     Returns the module, which holds the curve and the best epoch's weights."""
     pl.seed_everything(seed, workers=True, verbose=False)
-    optim = OptimSettings(lr=lr, momentum=ft.momentum, weight_decay=ft.weight_decay, warmup_epochs=ft.warmup_epochs,
-                          label_smoothing=ft.label_smoothing)
+    optim = optim_settings(ft, lr)
     trainable = trainable_names(net, _backbone_params(net, partition, phase))
-    module = FineTuneModule(net, trainable, metric, ft.optimizer, optim, schedule_epochs=phase.max_epochs,
+    module = FineTuneModule(net, trainable, metric, optim, schedule_epochs=phase.max_epochs,
                             freeze_bn_stats=phase.freeze_bn_stats)
     data = FineTuneDataModule(train_set, val_set, ft.batch_size, seed, ft.num_workers)
     callbacks = [] if val_set is None else [EarlyStopping("val/score", mode="max", patience=phase.patience)]
-    with quiet_lightning():
+    # Lightning switches deterministic algorithms on (or off) for the whole process; the caller gets its setting back.
+    with quiet_lightning(), preserve_deterministic_mode():
         trainer = pl.Trainer(
             max_epochs=epochs, accelerator=ft.accelerator, devices=ft.devices, strategy=ft.strategy,
             num_nodes=ft.num_nodes, precision=resolve_precision(ft), deterministic=ft.deterministic, logger=False,
@@ -240,6 +274,12 @@ def fit_phase(net: Classifier, partition: StagePartition, phase: Phase, lr: floa
         )
         trainer.fit(module, datamodule=data)
     return module
+
+
+def optim_settings(ft: DictConfig, lr: float) -> OptimSettings:
+    """The optimiser settings of one fit at learning rate `lr` (recorded with the run; unirep.training.optim)."""
+    return OptimSettings(lr=lr, momentum=ft.momentum, weight_decay=ft.weight_decay, warmup_epochs=ft.warmup_epochs,
+                         label_smoothing=ft.label_smoothing, optimizer=ft.optimizer)
 
 
 def _backbone_params(net: Classifier, partition: StagePartition, phase: Phase) -> dict:

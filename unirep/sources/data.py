@@ -1,43 +1,34 @@
 """The source task's examples as in-memory tensors, and the LightningDataModule that serves them.
 
-Images go through the backbone's own geometry transform (resize + centre crop) once and are kept as uint8
-(Fashion-MNIST at 32 px: 5,000 images = 15 MB); normalisation and augmentation happen per batch in the module.
-Targets hold one column per label set, so every network of a run shares one cache.
+The splits are cached once (unirep.training.data: resized and cropped uint8 images); normalisation and augmentation
+happen per batch in the module. Targets hold one column per label set, so every network of a run shares one cache.
 
 Sampling is a DistributedSampler in every case (one replica when not distributed) and each rank gets
-`batch_size / world_size` examples: the global batch, the example order and hence the result do not depend on
-the number of devices (up to BatchNorm statistics, which are per device unless sync_batchnorm is on).
+`batch_size / world_size` examples (unirep.training.data.device_batch_size): the global batch, the example order
+and hence the result do not depend on the number of devices (up to BatchNorm statistics, which are per device
+unless sync_batchnorm is on).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import lightning.pytorch as pl
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, DistributedSampler, TensorDataset
-from tqdm.auto import tqdm
 
-from unirep.backbones.base import DataConfig
 from unirep.errors import ConfigError
-from unirep.features import image_batches
 from unirep.sources.label_sets import LabelSet
 from unirep.tasks.base import ImageSet, stratified_take
+from unirep.training.data import CachedSplit, cache_split, device_batch_size, trainer_world
+
+__all__ = ["CachedSplit", "SourceDataModule", "cache_split", "label_targets", "subset"]
 
 
-@dataclass
-class CachedSplit:
-    """uint8 images (N, 3, H, W), class labels (N,) and example ids of one split."""
-
-    images: torch.Tensor
-    labels: np.ndarray
-    ids: list[str]
-
-    def targets(self, label_sets: Sequence[LabelSet]) -> torch.Tensor:
-        """(N, len(label_sets)) group indices, one column per label set."""
-        return torch.from_numpy(np.stack([ls.relabel(self.labels) for ls in label_sets], axis=1))
+def label_targets(split: CachedSplit, label_sets: Sequence[LabelSet]) -> torch.Tensor:
+    """(N, len(label_sets)) group indices of `split`'s examples, one column per label set."""
+    return torch.from_numpy(np.stack([ls.relabel(split.labels) for ls in label_sets], axis=1))
 
 
 def subset(images: ImageSet, size: int | None, seed: int, split: str) -> ImageSet:
@@ -47,16 +38,6 @@ def subset(images: ImageSet, size: int | None, seed: int, split: str) -> ImageSe
     if not 0 < size <= len(images):
         raise ConfigError(f"data.{split}_size={size} must be between 1 and {len(images)} (the task's {split} split)")
     return images.subset(stratified_take(images.labels, np.arange(len(images)), size, np.random.default_rng(seed)))
-
-
-def cache_split(images: ImageSet, data_config: DataConfig, description: str) -> CachedSplit:
-    """Resize + centre-crop every image once, in batches (the pixels feature extraction sees)."""
-    batches = list(tqdm(image_batches(images, data_config, batch_size=256), desc=description, leave=False,
-                        mininterval=2.0))
-    # torch.cat writes one contiguous tensor, also from the grey batches that are 3-channel views of one channel.
-    stacked = torch.cat(batches) if batches else torch.zeros((0, 3, data_config.input_size, data_config.input_size),
-                                                             dtype=torch.uint8)
-    return CachedSplit(stacked, np.asarray(images.labels, dtype=np.int64), list(images.ids))
 
 
 class SourceDataModule(pl.LightningDataModule):
@@ -73,18 +54,13 @@ class SourceDataModule(pl.LightningDataModule):
 
     def _dataset(self, split: CachedSplit) -> TensorDataset:
         # The index lets augmentation be a function of (seed, epoch, example), independent of device count.
-        return TensorDataset(split.images, split.targets(self.label_sets), torch.arange(len(split.images)))
+        return TensorDataset(split.images, label_targets(split, self.label_sets), torch.arange(len(split.images)))
 
     def per_device_batch_size(self) -> int:
-        world = self.trainer.world_size if self.trainer is not None else 1
-        if self.batch_size % world:
-            raise ConfigError(f"data.batch_size={self.batch_size} (the global batch) must be divisible by the "
-                              f"{world} devices")
-        return self.batch_size // world
+        return device_batch_size(self.batch_size, trainer_world(self.trainer)[0], "data.batch_size")
 
     def _loader(self, split: CachedSplit, shuffle: bool) -> DataLoader:
-        world = self.trainer.world_size if self.trainer is not None else 1
-        rank = self.trainer.global_rank if self.trainer is not None else 0
+        world, rank = trainer_world(self.trainer)
         dataset = self._dataset(split)
         sampler = DistributedSampler(dataset, num_replicas=world, rank=rank, shuffle=shuffle, seed=self.seed)
         return DataLoader(dataset, batch_size=self.per_device_batch_size(), sampler=sampler,

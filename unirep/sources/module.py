@@ -1,5 +1,6 @@
 """The LightningModule that trains one SourceNetwork: weighted cross-entropy over its heads, AdamW or SGD with
-warm-up and cosine decay, and (for FSFT) two parameter groups, the trunk at `lr_factor` x the learning rate.
+warm-up and cosine decay (unirep.training.optim, the table and weight-decay rule fine-tuning uses too), and (for
+FSFT) two parameter groups, the trunk at `lr_factor` x the learning rate.
 
 Augmentation (flip, +-shift translation) is drawn per (seed, epoch, example index), not from a global RNG
 stream: a resumed run and a run on any number of devices see exactly the same augmented examples.
@@ -7,7 +8,6 @@ stream: a resumed run and a run on any number of devices see exactly the same au
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -17,28 +17,9 @@ import torch.nn.functional as F
 
 from unirep.backbones.base import DataConfig
 from unirep.sources.networks import SourceNetwork
+from unirep.training.optim import OptimSettings, create_optimizer, warmup_cosine_schedule
 
-
-@dataclass(frozen=True)
-class OptimSettings:
-    lr: float
-    momentum: float
-    weight_decay: float
-    warmup_epochs: float
-    label_smoothing: float = 0.0
-    trunk_lr_factor: float = 1.0  # FSFT: 0.1, the earlier layers learn 10x slower
-    optimizer: str = "adamw"
-
-
-def _sgd(groups: list[dict], s: OptimSettings) -> torch.optim.Optimizer:
-    return torch.optim.SGD(groups, lr=s.lr, momentum=s.momentum, weight_decay=s.weight_decay, nesterov=s.momentum > 0)
-
-
-def _adamw(groups: list[dict], s: OptimSettings) -> torch.optim.Optimizer:
-    return torch.optim.AdamW(groups, lr=s.lr, weight_decay=s.weight_decay)
-
-
-OPTIMIZERS = {"sgd": _sgd, "adamw": _adamw}
+__all__ = ["AugmentSettings", "OptimSettings", "SourceModule", "augment", "augmentation_params"]
 
 
 @dataclass(frozen=True)
@@ -136,26 +117,8 @@ class SourceModule(pl.LightningModule):
                 {"params": top, "lr": self.optim.lr, "name": "last-two-layers"}]
 
     def configure_optimizers(self):
-        optimizer = OPTIMIZERS[self.optim.optimizer](self.parameter_groups(), self.optim)
-        total = max(1, int(self.trainer.estimated_stepping_batches))
-        epochs = max(1, self.trainer.max_epochs or 1)
-        warmup = int(round(self.optim.warmup_epochs * total / epochs))
-        # One multiplier for every group, so FSFT's 10x ratio holds at every step.
-        schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine(warmup, total))
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
+        # Each lr group splits into its weights (decayed) and its 1-d parameters (not): unirep.training.optim.
+        optimizer = create_optimizer(self.parameter_groups(), self.optim)
+        return {"optimizer": optimizer,
+                "lr_scheduler": warmup_cosine_schedule(optimizer, self.trainer, self.optim.warmup_epochs)}
 
-
-def warmup_cosine(warmup: int, total: int):
-    """lr multiplier: linear warm-up over `warmup` steps, then cosine decay to 0 at `total` steps.
-
-    A closure on purpose: LambdaLR checkpoints callable *objects* but not functions, so a run resumed with more
-    epochs follows the schedule of its new length instead of the one restored from the checkpoint.
-    """
-
-    def multiplier(step: int) -> float:
-        if step < warmup:
-            return (step + 1) / warmup
-        progress = (step - warmup) / max(1, total - warmup)
-        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
-
-    return multiplier

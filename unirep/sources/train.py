@@ -36,7 +36,7 @@ from unirep.runtime import library_versions
 from unirep.sources.config import run_dir
 from unirep.sources.data import CachedSplit, SourceDataModule, cache_split, subset
 from unirep.sources.label_sets import LabelSet, VariationContext, build_label_sets
-from unirep.sources.module import OPTIMIZERS, AugmentSettings, OptimSettings, SourceModule
+from unirep.sources.module import AugmentSettings, SourceModule
 from unirep.sources.networks import (
     NetworkSpec,
     SourceNetwork,
@@ -46,6 +46,8 @@ from unirep.sources.networks import (
 )
 from unirep.sources.schemes import NetworkPlan, Scheme, create_scheme
 from unirep.tasks import create_task
+from unirep.training.determinism import preserve_deterministic_mode
+from unirep.training.optim import OPTIMIZERS, WEIGHT_DECAY_RULE, OptimSettings
 
 FSFT_SEED_OFFSET = 10_000  # FSFT's re-initialised layers draw from another seed than the network's first init
 STAGE_FILE = "stage.json"
@@ -148,6 +150,8 @@ def finished_run(cfg: DictConfig, out: Path, scheme: Scheme, label_sets: list[La
         return None  # interrupted while writing, or damaged: training resumes its stages and rewrites it
     metadata = checkpoint.metadata
     same_config = json.dumps(metadata.get("training"), sort_keys=True) == json.dumps(to_container(cfg), sort_keys=True)
+    # A run trained under another weight-decay rule (before the rule was recorded) is not this config's run.
+    same_config = same_config and (metadata.get("optimizer") or {}).get("weight_decay_rule") == WEIGHT_DECAY_RULE
     if not same_config or [entry["name"] for entry in metadata["networks"]] != [plan.name for plan in plans]:
         return None
     networks = [TrainedNetwork(plan, network, dict(entry["seconds"]))
@@ -203,14 +207,15 @@ def train_network(plan: NetworkPlan, cfg: DictConfig, data_config: DataConfig, t
     settings = optim_settings(cfg, fsft.lr, trunk_lr_factor=fsft.lr_factor)
     module = SourceModule(network, data_config, settings, augmentation, weights, len(train.images))
     trained.seconds["fsft"] = fit_stage(module, datamodule, stage_dir / "fsft", fsft.epochs, cfg, callbacks,
-                                        fingerprint={"spec": network.spec.to_dict(), "fsft": asdict(fsft)})
+                                        fingerprint={"spec": network.spec.to_dict(), "fsft": asdict(fsft),
+                                                     "optim": asdict(settings)})
     trained.network = network
     return trained
 
 
 def optim_settings(cfg: DictConfig, lr: float, trunk_lr_factor: float = 1.0) -> OptimSettings:
     if cfg.optim.optimizer not in OPTIMIZERS:
-        raise ConfigError(f"optim.optimizer must be one of {sorted(OPTIMIZERS)}, got {cfg.optim.optimizer!r}")
+        raise ConfigError(f"optim.optimizer must be one of {OPTIMIZERS.list()}, got {cfg.optim.optimizer!r}")
     return OptimSettings(lr, cfg.optim.momentum, cfg.optim.weight_decay, cfg.optim.warmup_epochs,
                          cfg.optim.label_smoothing, trunk_lr_factor, cfg.optim.optimizer)
 
@@ -229,15 +234,11 @@ def fit_stage(module: SourceModule, datamodule: SourceDataModule, stage_dir: Pat
                           "to start this stage over")
     if rank_zero_only.rank == 0:
         atomic_write_json(stage_dir / STAGE_FILE, {"key": key, "max_epochs": epochs})
-    deterministic = torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled()
-    try:
-        with quiet_lightning():
-            trainer = make_trainer(cfg, stage_dir, epochs, callbacks)
-            # Our own checkpoints hold only tensors and plain values, so the safe loader suffices.
-            trainer.fit(module, datamodule=datamodule, ckpt_path=str(last) if resume else None, weights_only=True)
-    finally:
-        # Lightning switches deterministic algorithms on for the whole process; hand the caller its setting back.
-        torch.use_deterministic_algorithms(deterministic[0], warn_only=deterministic[1])
+    # Lightning switches deterministic algorithms on for the whole process; the caller gets its setting back.
+    with quiet_lightning(), preserve_deterministic_mode():
+        trainer = make_trainer(cfg, stage_dir, epochs, callbacks)
+        # Our own checkpoints hold only tensors and plain values, so the safe loader suffices.
+        trainer.fit(module, datamodule=datamodule, ckpt_path=str(last) if resume else None, weights_only=True)
     return time.perf_counter() - start
 
 
@@ -305,6 +306,7 @@ def export_checkpoint(result: SourceRunResult, cfg: DictConfig, task, train: Cac
         "data_config": result.data_config.to_dict(),
         "data": to_container(cfg.data),
         "training": to_container(cfg),
+        "optimizer": asdict(optim_settings(cfg, cfg.optim.lr)),  # as applied, with its weight-decay rule
         "fsft": None if fsft is None else asdict(fsft),
         "source_split": {"file": "source-split.json", "digest": sha256_json(split),
                          "task_manifest": split["task_manifest"], "train_size": split["train_size"],
