@@ -1,6 +1,7 @@
 """Low-data protocols: k-shot per class and VTAB-1k-style 800/200 subsets of a task's training data.
 
-Names are resolved by pattern, so any probe gets them for free: `linear-5shot`, `knn-10shot`, `linear-1k`.
+Names are resolved by pattern from the probe registry, so every registered probe gets them for free:
+`linear-5shot`, `knn-10shot`, `linear-1k`, and `<probe>-<k>shot` / `<probe>-1k` for a probe added later.
 Each seed draws its own subset from the train split (k-shot) or train+val pool (1k); hyperparameters are
 chosen on a val part carved out of that same budget, never from test. The subset's example ids are
 returned so the run writes them as a manifest: every subset is reproducible and identical across backbones
@@ -19,10 +20,19 @@ from scipy import stats
 from unirep.errors import DataError
 from unirep.fileio import sha256_json
 from unirep.metrics import Metric
-from unirep.probes import FeatureSplit, create_probe
-from unirep.protocols import PROTOCOLS, Protocol, ProtocolOutcome, TaskFeatures, _probe_outcome
+from unirep.probes import FeatureSplit
+from unirep.protocols import (
+    PROTOCOLS,
+    Protocol,
+    ProtocolOutcome,
+    TaskFeatures,
+    _probe_outcome,
+    build_probe,
+    probes_with_protocols,
+)
 
-LOW_DATA_NAME = re.compile(r"^(?P<base>[a-z]+)-(?:(?P<shots>\d+)shot|(?P<vtab>1k))$")
+# `<probe>-<k>shot` or `<probe>-1k`; a probe name may contain hyphens, the anchored suffix is split off.
+LOW_DATA_NAME = re.compile(r"^(?P<base>.+)-(?:(?P<shots>\d+)shot|(?P<vtab>1k))$")
 
 
 def kshot_indices(labels: np.ndarray, shots: int, val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -52,7 +62,7 @@ def vtab_indices(n_pool: int, n_train: int, n_val: int, seed: int) -> tuple[np.n
 
 
 class LowDataProtocol(Protocol):
-    """Wraps a probe protocol (`linear`, `knn`) to run on a k-shot or 1k subset, once per few-shot seed."""
+    """Runs a registered probe (`linear`, `knn`, ...) on a k-shot or 1k subset, once per few-shot seed."""
 
     def __init__(self, cfg: DictConfig, base: str, shots: int | None):
         super().__init__(cfg)
@@ -91,12 +101,7 @@ class LowDataProtocol(Protocol):
         return outcome
 
     def _probe(self, fallback: bool):
-        if self.base == "linear":
-            c = self.cfg.linear
-            Cs = [self.cfg.fewshot.fallback_C] if fallback else np.logspace(c.c_min_exp, c.c_max_exp, c.n_c)
-            return create_probe("linear", Cs=Cs, max_iter=c.max_iter, device=c.device)
-        ks = [self.cfg.fewshot.fallback_k] if fallback else list(self.cfg.knn.ks)
-        return create_probe("knn", ks=ks, temperature=self.cfg.knn.temperature)
+        return build_probe(self.base, self.cfg, fallback=fallback)
 
 
 def mean_ci(values: list[float] | np.ndarray, level: float = 0.95) -> tuple[float, float]:
@@ -108,9 +113,15 @@ def mean_ci(values: list[float] | np.ndarray, level: float = 0.95) -> tuple[floa
     return float(values.mean()), float(half)
 
 
+def low_data_protocol_patterns() -> list[str]:
+    """What `unirep list protocols` shows for the low-data family: `<probe>-<k>shot` and `<probe>-1k` per probe."""
+    return [f"{probe}-{suffix}" for suffix in ("<k>shot", "1k") for probe in probes_with_protocols()]
+
+
 def resolve_low_data_protocol(name: str):
+    """`<probe>-<k>shot` (k >= 1) or `<probe>-1k` of a registered probe -> its protocol factory; else None."""
     match = LOW_DATA_NAME.match(name)
-    if not match or match["base"] not in ("linear", "knn"):
+    if not match or match["base"] not in probes_with_protocols():
         return None
     shots = int(match["shots"]) if match["shots"] else None
     if shots is not None and shots < 1:

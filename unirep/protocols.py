@@ -1,5 +1,7 @@
 """Evaluation protocols over cached features: each turns a task's (train, val, sealed test) features into one
-outcome. Protocols are registered by name (`linear`, `knn`, ...) and dispatched through the registry.
+outcome. Protocols are registered by name (`linear`, `knn`, ...) and dispatched through the registry. Every
+registered probe is a protocol under its own name (`ProbeProtocol`), and `unirep.fewshot` resolves its low-data
+variants `<probe>-<k>shot` and `<probe>-1k`: a new probe needs no registration beyond `register_probe`.
 
 A protocol only ever sees the test split sealed (`unirep.probes.SealedSplit`): hyperparameters are chosen
 on val inside `Probe.select`, and the test split scores the selected probe once.
@@ -10,6 +12,7 @@ backbone (`TaskImages`) instead of cached features, with the test images sealed 
 
 from __future__ import annotations
 
+import functools
 import importlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -19,7 +22,7 @@ from omegaconf import DictConfig
 
 from unirep.backbones.base import Backbone
 from unirep.metrics import Metric
-from unirep.probes import FeatureSplit, SealedSplit, TestOutcome, create_probe
+from unirep.probes import PROBES, FeatureSplit, Probe, SealedSplit, TestOutcome, _import_probes, create_probe
 from unirep.registry import Registry
 from unirep.tasks.base import ImageSet
 
@@ -121,7 +124,9 @@ def create_protocol(name: str, cfg: DictConfig) -> Protocol:
 
 
 def _import_protocols() -> None:
-    # Protocol families defined elsewhere register themselves (or a name resolver) on import.
+    # Every registered probe is a protocol; families defined elsewhere register themselves (or a name resolver)
+    # on import.
+    register_probe_protocols()
     for module in PROTOCOL_MODULES:
         importlib.import_module(module)
 
@@ -143,25 +148,51 @@ def _probe_outcome(probe, data: TaskFeatures, metric: Metric) -> ProtocolOutcome
     )
 
 
-@register_protocol("linear")
-class LinearProtocol(Protocol):
-    """L-BFGS multinomial logistic regression; C swept on val over 10^linspace(c_min_exp, c_max_exp, n_c),
-    then refit on train+val and scored once on test (Kornblith et al. 2019)."""
+def build_probe(name: str, cfg: DictConfig, *, multilabel: bool = False, fallback: bool = False) -> Probe:
+    """The registered probe `name`, set up from the run config `cfg` by its `settings_from_config`.
+
+    `multilabel`: the task is multi-label (scored by a ranking metric such as mAP); a probe that names a
+    `multilabel_probe` hands over to it, with the settings that probe's constructor takes (the `linear` section's
+    C grid and iteration budget go to `linear-multilabel`, its device does not). `fallback`: no val part to
+    select on (1-shot): the probe's one fallback setting.
+
+    Example:
+        >>> build_probe("knn", cfg).ks  # the `knn` section's candidates
+        [1, 3, 5, 10, 20, 50, 100, 200]
+    """
+    _import_probes()
+    probe_class = PROBES.get(name)
+    settings = probe_class.settings_from_config(cfg, fallback=fallback)
+    if multilabel and probe_class.multilabel_probe is not None:
+        name = probe_class.multilabel_probe
+        accepted = set(PROBES.get(name)._get_param_names())  # scikit-learn's list of the constructor's arguments
+        settings = {key: value for key, value in settings.items() if key in accepted}
+    return create_probe(name, **settings)
+
+
+class ProbeProtocol(Protocol):
+    """The `<probe>` protocol of a registered probe: hyperparameters chosen on val (`Probe.select`), refit on
+    train+val, scored once on the sealed test split. `linear` is Kornblith et al. 2019's L-BFGS logistic regression
+    (C swept over the `linear` section's grid), `knn` DINO's weighted cosine vote (k chosen on val)."""
+
+    def __init__(self, cfg: DictConfig, probe: str):
+        super().__init__(cfg)
+        self.probe = probe
 
     def run(self, data: TaskFeatures, metric: Metric, seed: int) -> ProtocolOutcome:
-        c = self.cfg.linear
-        Cs = np.logspace(c.c_min_exp, c.c_max_exp, c.n_c)
-        if metric.needs_scores:  # multi-label task scored by mAP: one-vs-rest logistic regression per class
-            probe = create_probe("linear-multilabel", Cs=Cs, max_iter=c.max_iter)
-        else:
-            probe = create_probe("linear", Cs=Cs, max_iter=c.max_iter, device=c.device)
+        probe = build_probe(self.probe, self.cfg, multilabel=metric.needs_scores)
         return _probe_outcome(probe, data, metric)
 
 
-@register_protocol("knn")
-class KNNProtocol(Protocol):
-    """Cosine kNN with DINO's weighted vote (exp(sim/T)); k chosen on val, then train+val as the index."""
+def probes_with_protocols() -> list[str]:
+    """The registered probes that have `<probe>`, `<probe>-<k>shot` and `<probe>-1k` protocols."""
+    _import_probes()
+    return [name for name in PROBES.list() if PROBES.get(name).has_protocols]
 
-    def run(self, data: TaskFeatures, metric: Metric, seed: int) -> ProtocolOutcome:
-        probe = create_probe("knn", ks=list(self.cfg.knn.ks), temperature=self.cfg.knn.temperature)
-        return _probe_outcome(probe, data, metric)
+
+def register_probe_protocols() -> None:
+    """The `<probe>` protocol of every registered probe, under the probe's name (idempotent: probes registered
+    later, e.g. by a plug-in or a test, get theirs on the next `create_protocol`)."""
+    for name in probes_with_protocols():
+        if name not in PROTOCOLS:
+            PROTOCOLS.add(name, functools.partial(ProbeProtocol, probe=name))

@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin
@@ -24,6 +24,9 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 
 from unirep.errors import DataError
 from unirep.metrics import Metric
+
+if TYPE_CHECKING:
+    from omegaconf import DictConfig
 from unirep.numerics import check_finite
 
 
@@ -100,6 +103,21 @@ class Probe(ClassifierMixin, BaseEstimator):
     # installed scikit-learn (>= 1.6) has no tag for this; its check_estimator / parametrize_with_checks take
     # them as `expected_failed_checks` (tests/probes/test_sklearn_contract.py). Single-label probes pass them all.
     sklearn_expected_failed_checks: ClassVar[dict[str, str]] = {}
+    # A registered probe gets the protocols `<probe>`, `<probe>-<k>shot` and `<probe>-1k` (unirep.protocols,
+    # unirep.fewshot), built with `settings_from_config`; False for a probe reached through another's protocol.
+    has_protocols: ClassVar[bool] = True
+    # The registered probe that the `<probe>` protocol runs instead on multi-label tasks (scored by a ranking
+    # metric such as mAP), given the settings its constructor takes; None: this probe itself.
+    multilabel_probe: ClassVar[str | None] = None
+
+    @classmethod
+    def settings_from_config(cls, cfg: DictConfig, fallback: bool = False) -> dict[str, Any]:
+        """Constructor arguments for this probe's protocols, read from the run config (the probe's own section).
+
+        `fallback`: the setting for a low-data subset with no val part to select on (1-shot); its sweep must have
+        a single candidate, which is then the recorded choice. Default: no arguments (the constructor defaults).
+        """
+        return {}
 
     def fit(self, X: np.ndarray, y: np.ndarray) -> Probe:
         """Fit with the init-arg hyperparameters (no selection); `select` is the protocol's entry point."""

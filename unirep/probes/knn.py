@@ -9,6 +9,7 @@ neighbour list, so choosing among 8 values of k costs one search.
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
+from typing import TYPE_CHECKING, Any
 
 import faiss
 import numpy as np
@@ -17,6 +18,9 @@ from unirep.errors import ConfigError
 from unirep.metrics import Metric
 from unirep.probes import register_probe
 from unirep.probes.base import FeatureSplit, Probe, SweepPoint, predictions_for_metric
+
+if TYPE_CHECKING:
+    from omegaconf import DictConfig
 
 DEFAULT_KS = (1, 3, 5, 10, 20, 50, 100, 200)
 
@@ -34,6 +38,12 @@ class KNNProbe(Probe):
     """
 
     swept_param = "k"
+
+    @classmethod
+    def settings_from_config(cls, cfg: DictConfig, fallback: bool = False) -> dict[str, Any]:
+        """The `knn` section: candidate ks and temperature; 1-shot uses the one k `fewshot.fallback_k`."""
+        ks = [cfg.fewshot.fallback_k] if fallback else list(cfg.knn.ks)
+        return {"ks": ks, "temperature": cfg.knn.temperature}
 
     def __init__(
         self, k: int = 20, ks: Sequence[int] = DEFAULT_KS, temperature: float = 0.07, batch_size: int = 16384

@@ -27,11 +27,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
+from unirep.config import LinearProbeConfig
 from unirep.errors import ConfigError, DataError
 from unirep.metrics import Metric
 from unirep.probes import register_probe
@@ -39,7 +41,18 @@ from unirep.probes.base import FeatureSplit, Probe, ProbeInputError, SweepPoint,
 from unirep.probes.lbfgs import Objective, minimize_lbfgs
 from unirep.runtime import resolve_device
 
-DEFAULT_CS = 10 ** np.linspace(-6, 5, 45)  # Kornblith et al. 2019 / ssl-transfer
+if TYPE_CHECKING:
+    from omegaconf import DictConfig
+
+
+
+def c_grid(min_exp: float, max_exp: float, n: int) -> np.ndarray:
+    """The C grid every linear probe sweeps: n values evenly spaced in log10 from 10^min_exp to 10^max_exp."""
+    return np.logspace(min_exp, max_exp, n)
+
+
+# Kornblith et al. 2019 / ssl-transfer: 10^linspace(-6, 5, 45), the `linear` section's defaults.
+DEFAULT_CS = c_grid(LinearProbeConfig.c_min_exp, LinearProbeConfig.c_max_exp, LinearProbeConfig.n_c)
 _DTYPES = {"float32": torch.float32, "float64": torch.float64}
 # float64 gave the same iteration counts on raw pixels (D = 3072), 1.3x slower; it is the fallback when float32
 # fails (`_eigh_with_fallback`).
@@ -73,6 +86,14 @@ class LinearProbe(Probe):
     """
 
     swept_param = "C"
+    multilabel_probe = "linear-multilabel"  # one-vs-rest logistic regression per class, chosen by mAP
+
+    @classmethod
+    def settings_from_config(cls, cfg: DictConfig, fallback: bool = False) -> dict[str, Any]:
+        """The `linear` section: C grid, iteration budget and device; 1-shot uses the one C `fewshot.fallback_C`."""
+        c = cfg.linear
+        Cs = [cfg.fewshot.fallback_C] if fallback else c_grid(c.c_min_exp, c.c_max_exp, c.n_c)
+        return {"Cs": Cs, "max_iter": c.max_iter, "device": c.device}
 
     def __init__(
         self,
@@ -427,4 +448,4 @@ def _as_tensor(X: np.ndarray, like: torch.Tensor) -> torch.Tensor:
     return torch.as_tensor(np.ascontiguousarray(X), device=like.device).to(like.dtype)
 
 
-__all__ = ["DEFAULT_CS", "LinearProbe", "resolve_device"]
+__all__ = ["DEFAULT_CS", "LinearProbe", "c_grid", "resolve_device"]

@@ -22,8 +22,8 @@ from unirep.errors import DataError
 from unirep.metrics import Metric
 from unirep.probes import register_probe
 from unirep.probes.base import FeatureSplit, Probe, ProbeInputError, sklearn_refusals_as_data_errors
+from unirep.probes.linear import DEFAULT_CS  # Kornblith et al. 2019's grid, as for the multinomial probe
 
-DEFAULT_CS = np.logspace(-6, 5, 45)  # Kornblith et al. 2019's grid, as for the multinomial probe
 _NOT_INDICATOR = "gives targets with labels other than 1 / 0 / -1 (e.g. {1, 2} or strings)"
 
 
@@ -55,6 +55,9 @@ class MultiLabelLinearProbe(Probe):
             1e-6 puts the weights within ~1e-5 of the exact optimum).
     """
 
+    # Reached through the `linear` protocol on multi-label tasks (LinearProbe.multilabel_probe); its own
+    # `<probe>-<k>shot` would need per-class draws of (N, C) targets, which unirep.fewshot does not make.
+    has_protocols = False
     # Checks that presuppose single-output class labels; this probe's targets are (N, C) indicator entries
     # 1 / 0 / -1 (ignored), so a column {1, 2} or strings has no meaning here and (N, C) is what it predicts.
     sklearn_expected_failed_checks: ClassVar[dict[str, str]] = {
