@@ -187,3 +187,15 @@ def test_weights_file_layer_and_random_init_from_the_command_line(tmp_path, caps
     summary = capsys.readouterr().out
     assert "random:resnet10t" in summary and "resnet10t@stage2" in summary
     assert (out / "records" / "random_resnet10t").is_dir()  # slug of the random: name, still saying so
+
+
+@pytest.mark.parametrize(("argv", "n_c"), [
+    (["raw-pixels", "linear.n_c=3", "--tasks", "lfw-faces", "linear.n_c=5"], 5),
+    (["raw-pixels", "--tasks", "lfw-faces", "linear.n_c=5", "--out", "o", "linear.n_c=3"], 3),
+])
+def test_later_overrides_win_as_typed(argv, n_c):
+    # argparse hands key=value items over in two lists (after --tasks, and everywhere else); the order typed wins
+    from unirep.cli import build_parser, parse_args
+    from unirep.commands.evaluate import config_from_args
+
+    assert config_from_args(parse_args(build_parser(), ["eval", *argv])).linear.n_c == n_c

@@ -59,10 +59,12 @@ def locate_backbone_options(parser: argparse.ArgumentParser, argv: Sequence[str]
                             args: argparse.Namespace) -> None:
     """Replace the collected (dest, value) pairs by (position, dest, value): position = how many positional items
     came before the option. argparse hands positionals after an option back as extras, so it cannot say this
-    itself; parsing the prefix of argv up to each option token can, whatever the other options' arities."""
+    itself; parsing the prefix of argv up to each option token can, whatever the other options' arities.
+    Also keeps argv itself as `args.command_line`, for `in_command_line_order`."""
+    argv = list(argv)
+    args.command_line = argv
     if not getattr(args, COLLECTED, None):
         return
-    argv = list(argv)
     end = argv.index("--") if "--" in argv else len(argv)
     cuts = [k for k in range(1, end) if argv[k].startswith("-") and argv[k] != "-"
             and not _NEGATIVE_NUMBER.match(argv[k])]
@@ -120,3 +122,13 @@ def refuse_backbone_keys(dotlist: Sequence[str]) -> None:
             raise ConfigError(f"{item!r} is a backbone setting, not a run setting: write `{usage}` after the "
                               f"backbone's name{extra}, or give the backbone as a YAML mapping "
                               f"{{name: ..., {key}: ...}}")
+
+
+def in_command_line_order(words: Sequence[str], args: argparse.Namespace) -> list[str]:
+    """`words` sorted by where they stand on the command line (words it does not hold go last, in their order):
+    key=value overrides are collected from several argparse lists, but the later one must win, as typed."""
+    argv = getattr(args, "command_line", None) or []
+    first: dict[str, int] = {}
+    for index, token in enumerate(argv):
+        first.setdefault(token, index)
+    return sorted(words, key=lambda word: first.get(word, len(argv)))

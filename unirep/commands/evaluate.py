@@ -12,6 +12,7 @@ from unirep.commands.backbone_options import (
     COLLECTED,
     add_backbone_options,
     backbone_entries,
+    in_command_line_order,
     refuse_backbone_keys,
 )
 from unirep.config import EvalConfig, load_config
@@ -39,9 +40,10 @@ def config_from_args(args: argparse.Namespace, **extra) -> object:
 
     for card in args.task_card:
         add_task_card(card)
-    # key=value items may land after --tasks (argparse's nargs="+" takes them): they are overrides wherever they are.
+    # key=value items may land after --tasks (argparse's nargs="+" takes them): they are overrides wherever they are,
+    # applied in the order they were typed.
     words = [*args.items, *(args.tasks or [])]
-    dotlist = [item for item in words if "=" in item]
+    dotlist = in_command_line_order([item for item in words if "=" in item], args)
     refuse_backbone_keys(dotlist)
     backbones = backbone_entries(args.items, getattr(args, COLLECTED, None) or [],
                                  config_has_backbones=args.config is not None)
