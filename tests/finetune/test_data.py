@@ -9,7 +9,7 @@ import torch
 
 from unirep.backbones.base import DataConfig
 from unirep.finetune.data import AugmentedImages, FineTuneDataModule, cached_dataset, concat_images, train_transform
-from unirep.sources.data import cache_split
+from unirep.training.data import cache_split
 
 
 def test_training_transform_is_timms_random_crop_at_the_backbone_size_in_uint8(tiny, digits):

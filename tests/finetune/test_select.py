@@ -22,8 +22,8 @@ from unirep.finetune.stages import partition_stages
 from unirep.metrics import Metric
 from unirep.probes import create_probe
 from unirep.protocols import SealedImages, TaskImages, create_protocol
-from unirep.sources.data import cache_split
 from unirep.tasks.base import ImageSet
+from unirep.training.data import cache_split
 
 
 def tiny_backbone():

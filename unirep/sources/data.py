@@ -21,9 +21,7 @@ from torch.utils.data import DataLoader, DistributedSampler, TensorDataset
 from unirep.errors import ConfigError
 from unirep.sources.label_sets import LabelSet
 from unirep.tasks.base import ImageSet, stratified_take
-from unirep.training.data import CachedSplit, cache_split, device_batch_size, trainer_world
-
-__all__ = ["CachedSplit", "SourceDataModule", "cache_split", "label_targets", "subset"]
+from unirep.training.data import CachedSplit, device_batch_size, trainer_world
 
 
 def label_targets(split: CachedSplit, label_sets: Sequence[LabelSet]) -> torch.Tensor:

@@ -34,7 +34,7 @@ from unirep.metrics import Metric
 from unirep.quiet import quiet_lightning
 from unirep.runtime import library_versions
 from unirep.sources.config import run_dir
-from unirep.sources.data import CachedSplit, SourceDataModule, cache_split, subset
+from unirep.sources.data import SourceDataModule, subset
 from unirep.sources.label_sets import LabelSet, VariationContext, build_label_sets
 from unirep.sources.module import AugmentSettings, SourceModule
 from unirep.sources.networks import (
@@ -46,6 +46,7 @@ from unirep.sources.networks import (
 )
 from unirep.sources.schemes import NetworkPlan, Scheme, create_scheme
 from unirep.tasks import create_task
+from unirep.training.data import CachedSplit, cache_split
 from unirep.training.determinism import preserve_deterministic_mode
 from unirep.training.optim import OPTIMIZERS, WEIGHT_DECAY_RULE, OptimSettings
 
