@@ -129,7 +129,8 @@ def test_hub_weights_unavailable_is_one_weights_error(monkeypatch, tmp_path):
     # The real hub path, with huggingface_hub told it is offline and given an empty cache.
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path))
-    with pytest.raises(WeightsError, match=r"could not fetch timm hub weights .*pass weights=PATH"):
+    expected = r"could not fetch timm hub weights .*pass the local file as weights=FILE \(--weights FILE\)$"
+    with pytest.raises(WeightsError, match=expected):
         create_backbone("test_resnet", pretrained=True)
 
 

@@ -202,7 +202,7 @@ def _create_model(name: str, arch: str, pretrained: bool, kwargs: dict[str, Any]
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise WeightsError(
             f"backbone {name!r}: could not fetch timm hub weights ({first}): connect to the internet, or download "
-            f"them once and pass weights=PATH to the local file"
+            f"them once and pass the local file as weights=FILE (--weights FILE)"
         ) from None
 
 
