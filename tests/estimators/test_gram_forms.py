@@ -86,3 +86,13 @@ def test_pca_of_the_smaller_gram_equals_sklearn_full_svd(digits):
     signs = np.sign(np.sum(components * pca.components_, axis=1))
     assert signs[:, None] * components == pytest.approx(pca.components_, abs=1e-7)
     assert mean == pytest.approx(pca.mean_)
+
+
+def test_shrinkage_hscore_of_one_feature_is_unshrunk():
+    # sklearn never shrinks a single feature (a = 0): the spectral path, cov_a = S, instead of the Cholesky solve.
+    X, y = load_digits(return_X_y=True)
+    x = X[:300, 36:37]
+    lw = LedoitWolf().fit(x - x.mean())
+    assert lw.shrinkage_ == 0
+    expected = np.cov(class_means_by_loop(x - x.mean(), y[:300]).T) / lw.covariance_[0, 0]
+    assert create_estimator("hscore-shrinkage").score(x, y[:300]) == pytest.approx(float(expected), rel=1e-10)
