@@ -161,3 +161,12 @@ def test_a_pretrained_tag_with_a_local_file_keeps_the_tags_preprocessing(tmp_pat
     assert (backbone.data_config.input_size, backbone.data_config.interpolation) == (176, "bicubic")
     state = backbone.model.state_dict()
     assert all(torch.equal(state[k], v) for k, v in source.state_dict().items())
+
+
+def test_pretrained_without_hub_weights_is_refused_before_building():
+    name = next(n for n in ("coatnet_nano_cc_224", "botnet50ts_256") if timm.is_model(n))
+    assert not timm.list_pretrained(f"{name}.*")  # timm itself would raise a RuntimeError after building it
+    with pytest.raises(ConfigError, match=rf"^backbone '{name}': timm has no pretrained weights for this "
+                                          rf"architecture: give weights=FILE \(--weights FILE\), or name it "
+                                          rf"'random:{name}' for random init$"):
+        create_backbone(name, pretrained=True)

@@ -258,6 +258,16 @@ def require_weights(name: str, *, pretrained: bool = False, weights: str | Path 
         raise ConfigError(f"backbone {name!r} names an architecture, not weights: give pretrained=True (--pretrained, "
                           f"timm's hub weights; needs the network once), weights=FILE (--weights FILE, a local "
                           f".safetensors/.pth), or name it 'random:{name}' for random init")
+    if pretrained and not has_hub_weights(name):
+        raise ConfigError(f"backbone {name!r}: timm has no pretrained weights for this architecture: give "
+                          f"weights=FILE (--weights FILE), or name it 'random:{name}' for random init")
+
+
+def has_hub_weights(name: str) -> bool:
+    """Whether timm knows pretrained weights for the name (its default tag when it has none); timm.create_model
+    raises a RuntimeError otherwise, only once it has built the model."""
+    arch, tag = split_model_name_tag(name)
+    return bool(timm.list_pretrained(name if tag else f"{arch}.*"))
 
 
 create_timm_backbone.check_request = require_weights  # type: ignore[attr-defined]  # see create_backbone
