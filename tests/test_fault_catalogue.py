@@ -117,7 +117,6 @@ CATALOGUE = [
 CASES = {case.id: case for case in CATALOGUE}
 QUICK = ["max_input_size=16", "linear.n_c=3"]
 DIGITS = "sklearn-digits"
-REPO = Path(__file__).resolve().parents[1]
 
 
 # --- shared fixtures and checks ---------------------------------------------------------------------------------
@@ -493,7 +492,9 @@ def _(ctx):
 def _(ctx):
     manifests = ctx.tmp / "manifests"
     manifests.mkdir()
-    published = json.loads((REPO / "tasks" / "manifests" / f"{DIGITS}.json").read_text())
+    from unirep.leaderboard.validate import MANIFESTS_DIR
+
+    published = json.loads((MANIFESTS_DIR / f"{DIGITS}.json").read_text())
     (manifests / f"{DIGITS}.json").write_text(json.dumps({**published, "digest": "0" * 64}))
     return (["build", str(ctx.out), "--out", str(ctx.out / "board"), "--n-boot", "0", "--validate", "--manifests",
              str(manifests)], ["nothing was written"])
@@ -574,14 +575,14 @@ def test_corrupt_cache_entry_is_re_extracted(damage, finished, tmp_path, capsys)
     intact = np.load(entry)["features"].copy()
     damage(entry, cache_entry(cache, "val"))
     capsys.readouterr()
-    assert main(["eval", "raw-pixels", "--tasks", DIGITS, "--protocols", "linear", "--out", str(out), "--cache-dir",
+    assert main(["eval", "raw-pixels", "--tasks", DIGITS, "--protocols", "knn", "--out", str(out), "--cache-dir",
                  str(cache), *QUICK]) == 0
     err = capsys.readouterr().err
     assert str(entry) in err and "extracting again" in err and len(err.splitlines()) == 1, err
-    record = read_record(records_by_job(out)[("raw-pixels", DIGITS, "linear", 0)])
+    record = read_record(records_by_job(out)[("raw-pixels", DIGITS, "knn", 0)])
     assert record.timings["extract_cached"] is False
-    reference = read_record(records_by_job(finished[0])[("raw-pixels", DIGITS, "linear", 0)])
-    assert record.score == reference.score and record.hyperparameters["C"] == reference.hyperparameters["C"]
+    reference = read_record(records_by_job(finished[0])[("raw-pixels", DIGITS, "knn", 0)])
+    assert record.score == reference.score and record.hyperparameters == reference.hyperparameters
     assert np.array_equal(np.load(entry)["features"], intact)  # the entry was rewritten, whole
 
 
@@ -590,7 +591,7 @@ def test_corrupt_cache_entry_is_re_extracted(damage, finished, tmp_path, capsys)
 def test_corrupt_record_is_named_and_recomputed_by_eval(damage, finished, tmp_path, capsys):
     out = copy_run(finished, tmp_path)
     jobs = records_by_job(out)
-    victim, other = jobs[("raw-pixels", DIGITS, "linear", 0)], jobs[("raw-pixels", DIGITS, "knn", 0)]
+    victim, other = jobs[("raw-pixels", DIGITS, "knn", 0)], jobs[("raw-pixels", DIGITS, "linear", 0)]
     good = read_record(victim)
     if damage == "truncate":
         victim.write_text(victim.read_text()[:120])
@@ -648,15 +649,17 @@ def test_broken_pipe_exits_quietly():
 @covers("concurrent-writers")
 def test_two_writers_on_one_out_dir(finished, tmp_path):
     out, release = tmp_path / "out", tmp_path / "go"
-    args = ["eval", "raw-pixels", "--tasks", DIGITS, "--protocols", "linear,knn", "--out", str(out), "--cache-dir",
+    args = ["eval", "raw-pixels", "--tasks", DIGITS, "--protocols", "knn", "--out", str(out), "--cache-dir",
             str(finished[1]), *QUICK]
     logs = {name: (open(tmp_path / f"{name}.out", "w"), open(tmp_path / f"{name}.err", "w")) for name in "ab"}
+    # Both start at once (their imports overlap); the first holds its lock at its first probe, the second waits
+    # to take its lock until the first holds one: a fixed order whatever the machine's load.
     first = cli(*args, env={ENV_FAULT: f"probe:1:wait={release}"}, stdout=logs["a"][0], stderr=logs["a"][1])
-    wait_for(lambda: Path(f"{release}.reached").exists() or first.poll() is not None, "the first run to start probing")
-    second = cli(*args, stdout=logs["b"][0], stderr=logs["b"][1])
+    second = cli(*args, env={ENV_FAULT: f"records-lock:1:wait={release}.reached"}, stdout=logs["b"][0],
+                 stderr=logs["b"][1])
     try:
-        wait_for(lambda: "waiting" in (tmp_path / "b.err").read_text() or second.poll() is not None,
-                 "the second run to wait")
+        wait_for(lambda: "waiting" in (tmp_path / "b.err").read_text() or second.poll() is not None
+                 or first.poll() is not None, "the second run to wait")
     finally:
         release.touch()
     assert first.wait(timeout=180) == 0
@@ -668,14 +671,14 @@ def test_two_writers_on_one_out_dir(finished, tmp_path):
     err = (tmp_path / "b.err").read_text()
     assert "another run" in err and "waiting" in err, err
     assert snapshot(out / "records") == after_first  # the second run computed nothing again
-    assert sorted(records_by_job(out)) == [("raw-pixels", DIGITS, p, 0) for p in ("knn", "linear")]
+    assert sorted(records_by_job(out)) == [("raw-pixels", DIGITS, "knn", 0)]
     assert not temp_files(out)
-    assert "2 records" in (tmp_path / "a.out").read_text() and "2 records" in (tmp_path / "b.out").read_text()
+    assert "1 records" in (tmp_path / "a.out").read_text() and "1 records" in (tmp_path / "b.out").read_text()
 
 
 def _killed_then_resumed(finished, tmp_path, fault: str, backbones: list[str], out: Path):
-    args = ["eval", *backbones, "--tasks", DIGITS, "--protocols", "linear,knn", "--out", str(out), "--cache-dir",
-            str(tmp_path / "cache"), *QUICK]
+    args = ["eval", *backbones, "--tasks", DIGITS, "--protocols", "knn", "--out", str(out), "--cache-dir",
+            str(tmp_path / "cache"), *QUICK, "seeds=[0,1]"]
     killed = cli(*args, env={ENV_FAULT: fault}, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     _, err = killed.communicate(timeout=240)
     assert killed.returncode == -signal.SIGKILL, err.decode()
@@ -686,16 +689,18 @@ def _killed_then_resumed(finished, tmp_path, fault: str, backbones: list[str], o
 def test_sigkill_during_extraction_then_rerun(finished, tmp_path):
     out = copy_run(finished, tmp_path)
     shutil.copytree(finished[1], tmp_path / "cache")
-    done = snapshot(out / "records")
-    entries = snapshot(tmp_path / "cache")
+    done, entries = snapshot(out / "records"), snapshot(tmp_path / "cache")
+    # raw pixels' knn seed 1 runs on cached features and is written; then test_resnet's extraction dies at batch 2
     args = _killed_then_resumed(finished, tmp_path, "extract-batch:2:kill", ["raw-pixels", "random:test_resnet"], out)
-    assert snapshot(out / "records") == done and snapshot(tmp_path / "cache") == entries  # nothing torn, nothing new
+    after_kill = snapshot(out / "records")
+    assert {k: v for k, v in after_kill.items() if k in done} == done
+    assert sorted(records_by_job(out)) == sorted([*records_by_job(finished[0]), ("raw-pixels", DIGITS, "knn", 1)])
+    assert snapshot(tmp_path / "cache") == entries  # no entry torn, none half-written
     assert not temp_files(out, tmp_path / "cache")
     assert main(args) == 0
-    jobs = records_by_job(out)
-    assert {k: v for k, v in snapshot(out / "records").items() if k in done} == done  # not recomputed
-    assert sorted(b for b, *_ in jobs) == ["random:test_resnet"] * 2 + ["raw-pixels"] * 2
-    assert not load_records(out)[1]
+    assert {k: v for k, v in snapshot(out / "records").items() if k in after_kill} == after_kill  # not recomputed
+    assert sorted(b for b, *_ in records_by_job(out)) == ["random:test_resnet"] * 2 + ["raw-pixels"] * 3
+    assert not load_records(out)[1] and not temp_files(out, tmp_path / "cache")
 
 
 @covers("sigkill-probing")
@@ -704,13 +709,12 @@ def test_sigkill_during_probing_then_rerun(finished, tmp_path):
     shutil.copytree(finished[1], tmp_path / "cache")
     args = _killed_then_resumed(finished, tmp_path, "probe:2:kill", ["raw-pixels"], out)
     jobs = records_by_job(out)
-    assert sorted(jobs) == [("raw-pixels", DIGITS, "linear", 0)] and not temp_files(out)
+    assert sorted(jobs) == [("raw-pixels", DIGITS, "knn", 0)] and not temp_files(out)
     kept = snapshot(*jobs.values())
     assert main(args) == 0
     assert snapshot(*jobs.values()) == kept
-    knn = read_record(records_by_job(out)[("raw-pixels", DIGITS, "knn", 0)])
-    assert knn.timings["extract_cached"] is True
-    assert knn.score == read_record(records_by_job(finished[0])[("raw-pixels", DIGITS, "knn", 0)]).score
+    resumed = read_record(records_by_job(out)[("raw-pixels", DIGITS, "knn", 1)])
+    assert resumed.timings["extract_cached"] is True  # the features the killed run had cached
 
 
 def custom_task(tmp_path: Path, write_image: Callable[[Path, int, int], None], suffix: str) -> tuple[Path, str]:

@@ -173,7 +173,8 @@ def load_config(schema: type, path: str | Path | None = None, dotlist: list[str]
             # merge_with_dotlist (not from_dotlist + merge) so list items can be set by index: `label_sets.1.omega=3`
             cfg.merge_with_dotlist(list(dotlist))
         except (OmegaConfBaseException, yaml.YAMLError) as exc:
-            raise ConfigError(f"invalid configuration on the command line: {_describe(exc)}") from None
+            raise ConfigError(f"invalid configuration on the command line: {_describe(exc)} (the settings and their "
+                              "types: the dataclasses in unirep/config.py, examples in configs/)") from None
     missing = sorted(OmegaConf.missing_keys(cfg))
     if missing:
         raise ConfigError(f"missing required setting(s) {missing}: give them in the YAML file or as key=value")
@@ -228,7 +229,8 @@ def _merge(cfg: DictConfig, layer: DictConfig, where: str) -> DictConfig:
     try:
         return OmegaConf.merge(cfg, layer)  # type: ignore[return-value]
     except OmegaConfBaseException as exc:
-        raise ConfigError(f"invalid configuration {where}: {_describe(exc)}") from None
+        raise ConfigError(f"invalid configuration {where}: {_describe(exc)} (the settings and their types: the "
+                          "dataclasses in unirep/config.py, examples in configs/)") from None
 
 
 def _describe(exc: Exception) -> str:

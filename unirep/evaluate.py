@@ -97,6 +97,7 @@ def evaluate(cfg: DictConfig) -> list[ResultRecord]:
             jobs = [Job(spec, task_name, name, s) for name, protocol in protocols.items() for s in protocol.seeds()]
             # One process at a time computes a (backbone, task)'s records: a second run on the same --out waits,
             # then finds them done. An unreadable record is named and computed again.
+            fault_point("records-lock")
             with records_lock(out, spec.display_name, task_name, enabled=not is_distributed()):
                 existing = [None if cfg.force else existing_record(j.path(out)) for j in jobs]
                 records.extend(r for r in existing if r is not None)

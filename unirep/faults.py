@@ -7,7 +7,8 @@ the n-th call of that point act:
     kill           SIGKILL this process (nothing is flushed or cleaned up, as with the OOM killer or a power cut)
     wait=<file>    create <file>.reached, then wait until <file> exists (lets a test hold a run at that point)
 
-Points: `extract-batch` (after each extracted batch), `probe` (before a protocol runs on a job).
+Points: `extract-batch` (after each extracted batch), `probe` (before a protocol runs on a job), `records-lock`
+(before `unirep eval` takes the lock of a (backbone, task)'s records).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from collections import Counter
 from pathlib import Path
 
 ENV_FAULT = "UNIREP_FAULT"
-POINTS = ("extract-batch", "probe")
+POINTS = ("extract-batch", "probe", "records-lock")
 _calls: Counter[str] = Counter()
 
 
