@@ -103,6 +103,9 @@ def test_registered_probe_is_a_protocol_in_all_three_forms():
     assert resolve_low_data_protocol(f"{NAME}-10shot").keywords == {"base": NAME, "shots": 10}
     assert resolve_low_data_protocol(f"{NAME}-1k").keywords == {"base": NAME, "shots": None}
     assert {f"{NAME}-<k>shot", f"{NAME}-1k"} <= set(low_data_protocol_patterns())
+    from unirep.commands.listing import _list_protocols
+
+    assert {NAME, f"{NAME}-<k>shot", f"{NAME}-1k"} <= set(_list_protocols())  # `unirep list protocols` shows all
     assert resolve_low_data_protocol("linear-multilabel-5shot") is None  # reached through `linear` only
 
 

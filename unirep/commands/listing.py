@@ -27,10 +27,11 @@ def _list_probes(pattern: str = "*") -> list[str]:
 
 
 def _list_protocols(pattern: str = "*") -> list[str]:
+    from unirep.fewshot import low_data_protocol_patterns
     from unirep.protocols import PROTOCOLS, _import_protocols
 
     _import_protocols()
-    patterns = ["linear-<k>shot", "knn-<k>shot", "linear-1k", "knn-1k"]  # resolved by unirep.fewshot
+    patterns = low_data_protocol_patterns()  # resolved by unirep.fewshot from the probe registry
     return PROTOCOLS.list(pattern) + [p for p in patterns if fnmatch.fnmatch(p, pattern)]
 
 
