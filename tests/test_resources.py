@@ -54,3 +54,17 @@ def test_unknown_config_name_is_one_line_naming_the_packaged_ones(tmp_path, monk
     assert main(["run", "quickstar"]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "unirep run: error: config 'quickstar' not found" in err
+
+
+def test_eval_config_names_resolve_to_the_packaged_copy_outside_a_checkout(tmp_path, monkeypatch):
+    from unirep.config import EvalConfig
+
+    monkeypatch.chdir(tmp_path)
+    packaged = load_config(EvalConfig, CONFIGS_DIR / "eval-offline.yaml")
+    for spec in ("eval-offline", "configs/eval-offline.yaml"):  # what `unirep eval --config SPEC` passes on
+        assert load_config(EvalConfig, spec) == packaged
+    (tmp_path / "configs").mkdir()
+    (tmp_path / "configs" / "eval-offline.yaml").write_text("backbones: [raw-pixels]\ntasks: [lfw-faces]\n")
+    assert list(load_config(EvalConfig, "configs/eval-offline.yaml").tasks) == ["lfw-faces"]  # a local file wins
+    with pytest.raises(ConfigError, match="'nope.yaml' does not exist and is not one of .*eval-offline"):
+        load_config(EvalConfig, "nope.yaml")

@@ -211,7 +211,13 @@ VALUE_RULES: dict[type, dict[str, tuple[Any, str]]] = {
 
 def _read_yaml_file(path: str | Path) -> DictConfig:
     if not Path(path).is_file():
-        raise ConfigError(f"config file {str(path)!r} does not exist; see configs/ for examples")
+        from unirep.resources import find_config, packaged_config_names
+
+        try:  # `--config eval-offline` or `configs/eval-offline.yaml` outside a checkout: the packaged copy
+            path = find_config(path)
+        except ConfigError:
+            raise ConfigError(f"config file {str(path)!r} does not exist and is not one of unirep's packaged configs "
+                              f"{packaged_config_names()}; see configs/ for examples") from None
     try:
         layer = OmegaConf.load(path)
     except yaml.YAMLError as exc:
