@@ -120,3 +120,17 @@ def test_fp16_on_cpu_is_a_config_error(digits_images):
 
     with pytest.raises(ConfigError, match="bf16 on CPU"):
         extract_features(TinyConvBackbone(), digits_images, ExtractionSettings(precision="fp16", device="cpu"))
+
+
+def test_extraction_leaves_the_module_trainable(digits_images):
+    """The module is moved to channels_last outside inference mode: its parameters stay ordinary tensors that a
+    caller can train afterwards (fine-tuning's LP-FT extracts features from the net it then fine-tunes)."""
+    backbone = TinyConvBackbone()
+    extract_features(backbone, digits_images, ExtractionSettings(batch_size=64, channels_last=True))
+    conv = backbone.net[0]
+    assert conv.weight.is_contiguous(memory_format=torch.channels_last)  # it was converted...
+    assert not any(p.is_inference() for p in backbone.parameters())  # ...but not into inference tensors
+    backbone.train()
+    loss = backbone(torch.randn(4, 3, 16, 16)).square().sum()
+    loss.backward()
+    assert conv.weight.grad is not None and conv.weight.grad.abs().sum() > 0

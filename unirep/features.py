@@ -136,7 +136,6 @@ def image_batches(images: ImageSet, data_config: DataConfig, batch_size: int, nu
     )
 
 
-@torch.inference_mode()
 def extract_features(
     backbone: Backbone,
     images: ImageSet,
@@ -152,12 +151,20 @@ def extract_features(
     """
     start = time.perf_counter()
     device = settings.resolved_device()
+    # Moved and converted outside inference mode: parameters converted inside it become inference tensors, which
+    # a caller that trains this module afterwards (fine-tuning's LP-FT head fit, then its fine-tune) cannot train.
     backbone.eval().to(device)
     if settings.channels_last:
         backbone.to(memory_format=torch.channels_last)
+    with torch.inference_mode():
+        return _extract(backbone, images, settings, device, with_source_logits and backbone.has_source_head,
+                        description, start)
+
+
+def _extract(backbone: Backbone, images: ImageSet, settings: ExtractionSettings, device: torch.device,
+             want_logits: bool, description: str, start: float) -> ExtractedSplit:
     loader = image_batches(images, backbone.data_config, settings.batch_size, settings.num_workers)
     features, logits = [], []
-    want_logits = with_source_logits and backbone.has_source_head
     memory_format = torch.channels_last if settings.channels_last else torch.contiguous_format
     for batch in tqdm(loader, desc=description, unit="batch", leave=False, disable=_quiet()):
         batch = backbone.data_config.normalize_batch(batch.to(device, non_blocking=True), memory_format)

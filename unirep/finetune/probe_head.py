@@ -28,10 +28,8 @@ ABSENT_CLASS_MARGIN = 10.0
 def frozen_features(net: Classifier, images: ImageSet, device: str) -> FeatureSplit:
     """Features of `net`'s backbone (eval mode, fp32, eval transform) and the labels; `net` is left as it was."""
     settings = ExtractionSettings(batch_size=256, device=device)
-    # A copy, because extract_features moves and converts the module it is given (device, channels_last) inside
-    # inference mode: the parameters it converts become inference tensors, which can never train again. LP-FT's
-    # refit fits this head on the very net it then fine-tunes, and crashed in FineTuneModule ("Setting
-    # requires_grad=True on inference tensor outside InferenceMode is not allowed").
+    # A copy, because extract_features puts the module it is given in eval mode, on its device and in channels_last:
+    # LP-FT fits this head on the very net it then fine-tunes, which must stay as the caller set it.
     extracted = extract_features(copy.deepcopy(net.backbone), images, settings, description="linear-probe features")
     return FeatureSplit(extracted.features, extracted.labels)
 
