@@ -10,8 +10,9 @@ hundred images: the D x D pseudo-inverse cost ~57 s, the N x N form a fraction o
 
 Float64 throughout: the plain H-score counts every direction above the rank cut equally, whatever its variance,
 and real features have eigenvalues down to ~1e-7 of the largest (MobileNetV2 on sklearn-digits), which float32
-(relative error ~6e-8 of the largest eigenvalue) cannot resolve; measured, a float32 Gram moved the projected
-label mass at the 1e-8 cut by 1 %.
+(relative error ~6e-8 of the largest eigenvalue) cannot resolve: measured on those features, a float32
+eigendecomposition of the Gram matrix lifted the zero eigenvalue (the centring direction) above the 1e-10 rank cut
+and put 11 % more one-hot label mass inside it (1,197 vs 1,077.28; float64 agrees with the SVD to 1e-15).
 """
 
 from __future__ import annotations
