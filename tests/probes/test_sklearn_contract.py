@@ -8,6 +8,8 @@ starts passing fails here, so the declarations cannot go stale.
 
 from __future__ import annotations
 
+from unittest import SkipTest
+
 import pytest
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
@@ -26,6 +28,12 @@ PROBES_UNDER_TEST = [create_probe(name, **CHECK_SETTINGS.get(name, {})) for name
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
+# scikit-learn's own verdicts that a check does not apply, which it raises as SkipTest: the array-API input check
+# runs only with SCIPY_ARRAY_API=1 (probes take numpy arrays), and the multi-label probe has no predict_proba or
+# decision_function (its scores are `decision_scores`). Any other skip fails the test instead of hiding a check.
+NOT_APPLICABLE = ("SCIPY_ARRAY_API is not set", "does not have a predict_proba method",
+                  "does not have a decision_function method")
+
 
 def test_every_registered_probe_is_checked():
     registered = {PROBES.get(name) for name in PROBES.list() if PROBES.get(name).__module__.startswith("unirep.")}
@@ -36,4 +44,7 @@ def test_every_registered_probe_is_checked():
 @parametrize_with_checks(PROBES_UNDER_TEST, expected_failed_checks=lambda probe: probe.sklearn_expected_failed_checks,
                          xfail_strict=True)
 def test_probe_passes_sklearn_estimator_checks(estimator, check):
-    check(estimator)
+    try:
+        check(estimator)
+    except SkipTest as exc:
+        assert any(reason in str(exc) for reason in NOT_APPLICABLE), f"unexpected skip: {exc}"
