@@ -21,20 +21,6 @@ preconditioned with a Kronecker-factored curvature (`_KroneckerPreconditioner`):
 correlated and many-class problems couple the classes, which makes large-C problems badly conditioned for plain
 L-BFGS (sklearn's solver). With fewer training examples than dimensions the build (a D x D eigendecomposition)
 costs more than it saves, so by default only problems with n >= D are preconditioned.
-
-Selection that float32 noise cannot flip (`reselect_margin`). Val accuracy is a step function of the weights,
-and on a flat val curve neighbouring Cs differ by one or two val examples; a solve stopped at the loose `tol`
-lands wherever its path happens to be, so features that agree to float32 noise (another CPU, another BLAS) can
-move those scores and flip the chosen C. So after the loose sweep, every C whose val score is within the margin
-of the best is solved again, in float64, to `reselect_tol` (the exact minimiser to within far less than the
-noise), from its loose solution, and scored again; this repeats until every C within the margin of the best
-re-solved score has been re-solved (a re-solved best that drops can bring further Cs within reach). The choice
-is the best val score among them; exact ties go to the smallest C, the strongest regularisation among equals
-(the usual choice: simplest model the val data cannot tell apart; also the base rule). The refit on train+val
-at the chosen C is solved the same way (its weights are then float64), so the test score is the exact
-minimiser's too. `selected_params_` records what was done: the re-solved Cs, their tolerance and the tie-break.
-A re-solve that reaches `max_iter` (very large C on separable data) is not tight: far from the best C this does
-not matter, at the chosen C it would.
 """
 
 from __future__ import annotations
@@ -72,7 +58,6 @@ _DTYPES = {"float32": torch.float32, "float64": torch.float64}
 # fails (`_eigh_with_fallback`).
 EIGH_DTYPE = torch.float32
 _SCORE_CHUNK = 65536  # rows per matmul when scoring, to bound memory on large test sets
-TIE_BREAK = "smallest C"  # among equal val scores: the strongest regularisation (Probe.select keeps the first)
 
 
 @register_probe("linear")
@@ -98,12 +83,6 @@ class LinearProbe(Probe):
             best val score so far. None (default) sweeps every C. Val accuracy along the C path usually rises
             then falls, and the large-C end is where L-BFGS is slowest; a patience of 8 (two decades of the
             default grid) skips that end, at the risk of missing a second, later peak.
-        reselect_margin: Cs whose loose val score is within this many metric points of the best (and at least
-            one val example's worth, 100 / n_val points) are re-solved in float64 to `reselect_tol` before the
-            choice, and the refit is solved the same way (module docstring: selection that float32 noise
-            cannot flip). None: choose on the loose sweep's scores (the behaviour before, noise-sensitive).
-        reselect_tol: the tolerance of those re-solves (max |gradient| of the scaled objective), default 1e-7,
-            scikit-learn's "solved tightly" reference.
     """
 
     swept_param = "C"
@@ -127,8 +106,6 @@ class LinearProbe(Probe):
         device: str = "cpu",
         patience: int | None = None,
         precondition: bool | str = "auto",
-        reselect_margin: float | None = 0.5,
-        reselect_tol: float = 1e-7,
     ):
         self.C = C
         self.Cs = Cs
@@ -139,8 +116,6 @@ class LinearProbe(Probe):
         self.device = device
         self.patience = patience
         self.precondition = precondition
-        self.reselect_margin = reselect_margin
-        self.reselect_tol = reselect_tol
 
     def _decision_scores(self, X: np.ndarray) -> np.ndarray:
         """(N, classes) logits."""
@@ -153,24 +128,10 @@ class LinearProbe(Probe):
     def _init_params(self) -> dict:
         return {"C": float(self.C)}
 
-    def select(self, train: FeatureSplit, val: FeatureSplit, metric: Metric) -> LinearProbe:
-        """`Probe.select` (best val score, ties to the smallest C, refit on train+val), choosing among Cs
-        re-solved tightly (`reselect_margin`); `selected_params_` also records which Cs were re-solved."""
-        self._reselected: list[float] | None = None
-        super().select(train, val, metric)
-        if self._reselected is not None:
-            self.selected_params_ = {**self.selected_params_, "reselected_Cs": self._reselected,
-                                     "reselect_tol": float(self.reselect_tol), "tie_break": TIE_BREAK}
-        return self
-
     def _fit(self, X: np.ndarray, y: np.ndarray, params: dict, warm_start: _Solution | None) -> LinearProbe:
-        # A tightly re-solved selection is refitted the same way (float64, reselect_tol).
-        tight = warm_start is not None and warm_start.tight
-        dtype = torch.float64 if tight else self._torch_dtype()
-        problem = _Problem.build(X, y, np.unique(y), dtype, self._device())
+        problem = _Problem.build(X, y, np.unique(y), self._torch_dtype(), self._device())
         start = warm_start.restandardised(problem) if warm_start is not None else _Solution.zeros(problem)
-        solution, n_iter = self._solve(problem, start, params["C"], tol=self.reselect_tol if tight else None,
-                                       precondition=tight)
+        solution, n_iter = self._solve(problem, start, params["C"])
         self._store(problem, solution, params["C"], n_iter)
         return self
 
@@ -200,34 +161,7 @@ class LinearProbe(Probe):
             self.sweep_n_iter_[float(C)] = n_iter
             if self._sweep_has_peaked(points):
                 break
-        if self.reselect_margin is not None and len(points) > 1:
-            self._reselected = self._reselect(train, val, metric, points)
         return points
-
-    def _reselect(
-        self, train: FeatureSplit, val: FeatureSplit, metric: Metric, points: list[SweepPoint]
-    ) -> list[float]:
-        """Re-solve (float64, `reselect_tol`) and re-score, in place, every point within the margin of the best
-        score, until no point within the margin of the (re-solved) best is left loose. Returns the re-solved Cs."""
-        problem = _Problem.build(train.X, train.y, np.unique(train.y), torch.float64, self._device())
-        val_X = problem.standardise(val.X)
-        margin = max(float(self.reselect_margin), 100.0 / len(val.y))
-        resolved: set[int] = set()
-        while True:
-            best = max(point.score for point in points)
-            loose = [i for i, point in enumerate(points) if i not in resolved and point.score >= best - margin]
-            if not loose:
-                break
-            for i in loose:
-                C = float(points[i].params["C"])
-                solution, _ = self._solve(problem, points[i].warm_start.restandardised(problem), C,
-                                          tol=self.reselect_tol, precondition=True)
-                solution.tight = True
-                scores = F.linear(val_X, solution.W, solution.b).cpu().numpy()
-                score = float(metric(val.y, predictions_for_metric(metric, scores, problem.classes)))
-                points[i] = SweepPoint(points[i].params, score, solution)
-                resolved.add(i)
-        return sorted(float(points[i].params["C"]) for i in resolved)
 
     def _sweep_has_peaked(self, points: list[SweepPoint]) -> bool:
         """Early stop: the last `patience` Cs all scored strictly below the best so far."""
@@ -236,18 +170,15 @@ class LinearProbe(Probe):
         best_before = max(point.score for point in points[: -self.patience])
         return all(point.score < best_before for point in points[-self.patience :])
 
-    def _solve(self, problem: _Problem, start: _Solution, C: float, tol: float | None = None,
-               precondition: bool | None = None) -> tuple[_Solution, int]:
-        """Minimise mean CE + ||W||^2 / (2 C n) from `start` with L-BFGS and a strong-Wolfe line search, to `tol`
-        (default: the probe's)."""
+    def _solve(self, problem: _Problem, start: _Solution, C: float) -> tuple[_Solution, int]:
+        """Minimise mean CE + ||W||^2 / (2 C n) from `start` with L-BFGS and a strong-Wolfe line search."""
         n_classes, dim = start.W.shape
         l2 = 1.0 / (C * problem.X.shape[0])
         theta, n_iter, (loss, grad) = minimize_lbfgs(
             _multinomial_objective(problem, l2),
             torch.cat([start.W.reshape(-1), start.b]),
-            max_iter=self.max_iter, tol=self.tol if tol is None else tol, history_size=self.history_size,
-            preconditioner=problem.preconditioner().start_solve(l2) if self._preconditions(problem, precondition)
-            else None,
+            max_iter=self.max_iter, tol=self.tol, history_size=self.history_size,
+            preconditioner=problem.preconditioner().start_solve(l2) if self._preconditions(problem) else None,
             initial=start.objective_at(l2),
         )
         if not torch.isfinite(theta).all():
@@ -272,13 +203,8 @@ class LinearProbe(Probe):
             raise ConfigError(f"linear probe precondition must be true, false or 'auto', got {self.precondition!r}")
         if self.patience is not None and self.patience < 1:
             raise ConfigError(f"linear probe patience must be None (off) or >= 1, got {self.patience!r}")
-        if self.reselect_margin is not None and not (self.reselect_margin >= 0 and self.reselect_tol > 0):
-            raise ConfigError(f"linear probe reselect_margin must be None (off) or >= 0 and reselect_tol > 0, got "
-                              f"{self.reselect_margin!r} and {self.reselect_tol!r}")
 
-    def _preconditions(self, problem: _Problem, tight: bool | None = None) -> bool:
-        if self.precondition == "auto" and tight:
-            return True  # a tight solve takes hundreds of iterations: the one D x D eigh pays for itself
+    def _preconditions(self, problem: _Problem) -> bool:
         if self.precondition == "auto":
             return problem.X.shape[0] >= problem.X.shape[1]
         return bool(self.precondition)
@@ -334,7 +260,6 @@ class _Solution:
         data_terms: tuple[float, torch.Tensor] | None = None,
     ):
         self.W, self.b, self.mean, self.scale, self.data_terms = W, b, mean, scale, data_terms
-        self.tight = False  # solved in float64 to the probe's reselect_tol (LinearProbe._reselect)
 
     def objective_at(self, l2: float) -> tuple[float, torch.Tensor] | None:
         """(objective, gradient) here for penalty `l2`, from the stored data terms (no pass over the data)."""
@@ -363,10 +288,8 @@ class _Solution:
         mean/std), so the warm start is exactly the selected solution, not a shifted one."""
         if self.W.shape != (len(problem.classes), problem.X.shape[1]):
             return _Solution.zeros(problem)
-        dtype = problem.mean.dtype  # a float32 sweep's solution may start a float64 re-solve
-        old_W, old_b, old_mean, old_scale = (a.to(dtype) for a in (self.W, self.b, self.mean, self.scale))
-        W = old_W * (problem.scale / old_scale)
-        b = old_b + old_W @ ((problem.mean - old_mean) / old_scale)
+        W = self.W * (problem.scale / self.scale)
+        b = self.b + self.W @ ((problem.mean - self.mean) / self.scale)
         return _Solution(W, b, problem.mean, problem.scale)
 
 
