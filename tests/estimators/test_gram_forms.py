@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from estimator_references import class_means_by_loop
 from sklearn.covariance import LedoitWolf, ledoit_wolf_shrinkage
 from sklearn.datasets import load_digits
 from sklearn.decomposition import PCA
@@ -26,13 +27,6 @@ def digits(request):
     rows = np.random.default_rng(0).permutation(len(X))[: SHAPES[request.param]]
     # float32 like the feature cache, then float64 as the estimators read it.
     return X[rows].astype(np.float32).astype(np.float64), y[rows]
-
-
-def class_means_by_loop(X, y):
-    g = np.zeros_like(X)
-    for c in np.unique(y):
-        g[y == c] = X[y == c].mean(axis=0)
-    return g
 
 
 def test_hscore_equals_the_pseudo_inverse_definition(digits):
