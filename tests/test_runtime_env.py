@@ -120,16 +120,10 @@ def _environ_writes(tree: ast.AST) -> list[int]:
     return lines
 
 
-# Modules that write os.environ only to put back what a library changed, each with why. They could use
-# runtime_env.preserved_environ instead; until they do they are listed here, so no new writer slips in.
-RESTORERS = {"unirep/training/determinism.py": "puts CUBLAS_WORKSPACE_CONFIG back after Lightning's "
-             "Trainer(deterministic=True) set it"}
-
-
 def test_only_runtime_env_writes_the_environment():
     writers = {str(path.relative_to(ROOT)): lines for path in sorted((ROOT / "unirep").rglob("*.py"))
                if (lines := _environ_writes(ast.parse(path.read_text(encoding="utf-8"))))}
     assert writers.pop("unirep/runtime_env.py")  # the one scoped place (and the scan sees its writes)
-    assert sorted(set(writers) - set(RESTORERS)) == []
+    assert writers == {}  # everyone else goes through it (training/determinism.py: preserved_environ)
     old_cli_line = 'if args.download:\n    os.environ["UNIREP_ALLOW_DOWNLOAD"] = "1"\n'
     assert _environ_writes(ast.parse(old_cli_line)) == [2]  # what commands/evaluate.py did before

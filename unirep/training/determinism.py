@@ -6,10 +6,11 @@ the caller (and the next Trainer) finds them as they were before."""
 from __future__ import annotations
 
 import contextlib
-import os
 from collections.abc import Iterator
 
 import torch
+
+from unirep.runtime_env import preserved_environ
 
 CUBLAS_WORKSPACE = "CUBLAS_WORKSPACE_CONFIG"
 
@@ -28,13 +29,9 @@ def preserve_deterministic_mode() -> Iterator[None]:
     enabled = torch.are_deterministic_algorithms_enabled()
     warn_only = torch.is_deterministic_algorithms_warn_only_enabled()
     benchmark = torch.backends.cudnn.benchmark
-    workspace = os.environ.get(CUBLAS_WORKSPACE)
     try:
-        yield
+        with preserved_environ(CUBLAS_WORKSPACE):
+            yield
     finally:
         torch.use_deterministic_algorithms(enabled, warn_only=warn_only)
         torch.backends.cudnn.benchmark = benchmark
-        if workspace is None:
-            os.environ.pop(CUBLAS_WORKSPACE, None)
-        else:
-            os.environ[CUBLAS_WORKSPACE] = workspace
