@@ -3,7 +3,10 @@
 A comparison preset (configs/sources/compare.yaml) lists presets; each is trained into `<out>/<preset>`, and
 `<out>/eval.yaml` is written so that `unirep eval --config <out>/eval.yaml` measures their universality with
 the usual probes and records, next to `<out>/random-init` (the first preset's networks, untrained).
-`<out>/comparison.json` keeps each run's source metrics and wall time.
+`<out>/comparison.json` keeps each run's source metrics and wall time. With `seeds: [0, 1, 2]` every preset and
+the control is trained once per seed (`<out>/<preset>/seed<k>`, evaluated as `source:<preset>@seed<k>`), and the
+leaderboard built from that evaluation groups those labels into mean ± 95 % t-interval rows
+(unirep.leaderboard.seeds). A re-run reads finished seeds back instead of training them again.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from unirep.resources import CONFIGS_DIR, packaged_config
 
 PRESETS_DIR = CONFIGS_DIR / "sources"
 RANDOM_INIT = "random-init"
+SEED_SUFFIX = "@seed"
 
 
 @dataclass
@@ -32,6 +36,11 @@ class ComparisonConfig:
     # The untrained control: the first preset's network(s) with the same overrides and seed but zero epochs,
     # evaluated as `source:random-init`. What any scheme gains over it is what source training taught.
     random_init: bool = True
+    # Training seeds: each preset (and the random-init control) is trained once per seed into
+    # `<out>/<preset>/seed<k>` and evaluated as `source:<preset>@seed<k>`; the seed sets the training subset, the
+    # initialisation, the batch order and the augmentation draws. None: one run per preset with the preset's own
+    # `seed`, in `<out>/<preset>` as `source:<preset>` (one seed says nothing about seed variance).
+    seeds: list[int] | None = None
     eval: dict[str, Any] = field(default_factory=lambda: {"tasks": ["offline"], "protocols": ["linear", "knn"]})
 
 
@@ -71,30 +80,60 @@ def train_comparison(path: str | Path, dotlist: list[str] | None = None) -> tupl
     path = resolve_preset(str(path))  # e.g. the quickstart's `sources: configs/sources/quickstart.yaml`, anywhere
     cfg = load_config(ComparisonConfig, path, own)
     out = Path(cfg.out)
-    runs = [(Path(name).stem, name, []) for name in cfg.compare]
-    if cfg.random_init and runs:
-        runs.append((RANDOM_INIT, cfg.compare[0], ["optim.epochs=0"]))  # last word: no override trains it
+    seeds = check_seeds(cfg.seeds, path, [*cfg.overrides, *per_run])
+    presets = [(Path(name).stem, name, []) for name in cfg.compare]
+    if cfg.random_init and presets:
+        presets.append((RANDOM_INIT, cfg.compare[0], ["optim.epochs=0"]))  # last word: no override trains it
+    runs = [(preset, name, pinned, None) for preset, name, pinned in presets] if seeds is None else \
+        [(preset, name, pinned, seed) for seed in seeds for preset, name, pinned in presets]  # seed by seed
     # Every run's config is resolved before anything trains, so a bad preset or override fails at once.
-    run_cfgs = [(label, load_source_config(resolve_preset(name, Path(path).parent),
-                                           [*cfg.overrides, *per_run, *pinned, f"out={out / label}"]))
-                for label, name, pinned in runs]
+    run_cfgs = [(preset, seed, load_source_config(
+        resolve_preset(name, Path(path).parent),
+        [*cfg.overrides, *per_run, *pinned, *([] if seed is None else [f"seed={seed}"]),
+         f"out={run_folder(out, preset, seed)}"]))
+        for preset, name, pinned, seed in runs]
     if cfg.random_init and run_cfgs:
-        control = run_cfgs[-1][1]
+        control = run_cfgs[-1][2]
         if control.fsft.enabled or SCHEMES.get(control.scheme).fsft:
             raise ConfigError(f"random_init is the first preset's networks untrained, but {cfg.compare[0]!r} has an "
                               "FSFT stage that would train them: list a preset without FSFT first (e.g. "
                               "reference) or set random_init=false")
     rows, backbones = [], []
-    for label, run_cfg in run_cfgs:
-        result = train_source(run_cfg)
-        rows.append(summary_row(label, result))
+    for preset, seed, run_cfg in run_cfgs:
+        result = train_source(run_cfg)  # a finished run of the same config is read back, not retrained
+        rows.append({**summary_row(preset, result), "seed": int(run_cfg.seed)})
         backbones.append({"name": str(result.out), "input_size": int(run_cfg.data.input_size),
-                          "label": f"source:{label}"})
+                          "label": source_label(preset, seed)})
     if rows and rows[0]["checkpoint"] is not None:  # global rank 0 only
         atomic_write_json(out / "comparison.json", {"runs": rows, "config": to_container(cfg)})
         eval_cfg = {"backbones": backbones, **to_container(cfg.eval), "out": str(out / "eval")}
         atomic_write_text(out / "eval.yaml", OmegaConf.to_yaml(OmegaConf.create(eval_cfg)))
     return out, rows
+
+
+def run_folder(out: Path, preset: str, seed: int | None) -> Path:
+    return out / preset if seed is None else out / preset / f"seed{seed}"
+
+
+def source_label(preset: str, seed: int | None) -> str:
+    """The backbone label of one run: `source:<preset>`, or `source:<preset>@seed<k>` when trained per seed (the
+    leaderboard and the comparison report group labels that differ only by that suffix)."""
+    return f"source:{preset}" if seed is None else f"source:{preset}{SEED_SUFFIX}{seed}"
+
+
+def check_seeds(seeds, path: Path, run_overrides: list[str]) -> list[int] | None:
+    """The comparison's seed list, checked: distinct integers >= 0, at least one; and no per-run `seed=` beside it."""
+    if seeds is None:
+        return None
+    seeds = list(seeds)
+    if not seeds or len(set(seeds)) != len(seeds) or any(s < 0 for s in seeds):
+        raise ConfigError(f"seeds={seeds} in {path} is invalid: it must be a list of distinct integers >= 0, e.g. "
+                          "seeds=[0,1,2] (or null for one run per preset with its own seed)")
+    pinned = [item for item in run_overrides if item.split("=", 1)[0] == "seed"]
+    if pinned:
+        raise ConfigError(f"{pinned[0]!r} conflicts with the comparison's seeds={seeds} ({path}): set the training "
+                          "seeds with seeds=[...] only")
+    return seeds
 
 
 def summary_row(preset: str, result) -> dict:
