@@ -140,6 +140,13 @@ class EvalConfig:
     max_input_size: int | None = 64
     batch_size: int = 128
     num_workers: int = 0
+    # One process per device (unirep.distributed, on Lightning Fabric): `strategy=ddp devices=N` shards extraction
+    # over N processes and deals the probe jobs among them; only global rank 0 writes. `device` is the device of a
+    # one-process run; in a distributed one, "auto" is each process's own device.
+    strategy: str = "auto"
+    devices: int = 1
+    num_nodes: int = 1
+    accelerator: str = "auto"
     device: str = "auto"
     precision: str = "fp32"
     # channels_last: NHWC convolutions, 1.3-1.9x faster for MobileNetV2 / EfficientNet-Lite0 at 64 px on 2 CPU
@@ -200,6 +207,8 @@ VALUE_RULES: dict[type, dict[str, tuple[Any, str]]] = {
         "precision": (lambda v: v in PRECISIONS, f"one of {', '.join(PRECISIONS)}"),
         "batch_size": (_at_least(1), "an integer >= 1"),
         "num_workers": (_at_least(0), "an integer >= 0"),
+        "devices": (_at_least(1), "an integer >= 1 (processes per node, one per device)"),
+        "num_nodes": (_at_least(1), "an integer >= 1"),
         "max_input_size": (lambda v: v is None or _at_least(1)(v), "null or an integer >= 1"),
         "linear.n_c": (_at_least(1), "an integer >= 1"),
         "linear.max_iter": (_at_least(1), "an integer >= 1"),

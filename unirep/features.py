@@ -4,6 +4,10 @@ One frozen forward pass per (backbone, task split) feeds every probe and estimat
 everything that changes the numbers: the backbone's identity (name, weights hash, layer, data config), the
 task's split manifest digest, the split, the numeric precision. A second run finds the file and skips the
 forward pass; entries are written atomically, so a killed extraction never leaves a corrupt entry.
+
+In a distributed run (unirep.distributed) global rank 0 decides hit or miss and tells the others; on a miss each
+rank runs the forward pass over its contiguous part of the split, the parts are gathered back in manifest order,
+and rank 0 alone writes the entry - the same key and file as a one-process run, so either can use the other's.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from tqdm.auto import tqdm
 
 from unirep.backbones.base import Backbone, DataConfig
 from unirep.config import PRECISIONS
+from unirep.distributed import World
 from unirep.errors import ConfigError, OutputError
 from unirep.faults import fault_point
 from unirep.fileio import atomic_save_npz, sha256_json
@@ -80,6 +85,7 @@ class ExtractedSplit:
     source_logits: np.ndarray | None = None
     seconds: float = 0.0
     cached: bool = False
+    images_per_rank: list[int] | None = None  # images each process ran through the backbone (None: from the cache)
 
 
 class _ImageTensors(Dataset):
@@ -184,7 +190,30 @@ def _extract(backbone: Backbone, images: ImageSet, settings: ExtractionSettings,
         labels=np.asarray(images.labels),
         source_logits=torch.cat(logits).numpy() if want_logits else None,
         seconds=time.perf_counter() - start,
+        images_per_rank=[len(out)],
     )
+
+
+def extract_sharded(backbone: Backbone, images: ImageSet, settings: ExtractionSettings, world: World,
+                    with_source_logits: bool = False, description: str = "extract") -> ExtractedSplit:
+    """`extract_features` with the work shared by the ranks of `world` (every rank calls it): each runs its
+    contiguous part of `images`, and every rank gets the whole split back in `images`' order, each row once.
+
+    Example:
+        >>> split = extract_sharded(backbone, task.split("train"), settings, world)   # world.size ranks, 1/size each
+    """
+    if not world.distributed:
+        return extract_features(backbone, images, settings, with_source_logits, description)
+    if len(images) < world.size:  # a rank would get no image (and no tensor to size the gather by): not worth it
+        return world.on_zero(lambda: extract_features(backbone, images, settings, with_source_logits, description))
+    start = time.perf_counter()
+    part = images.subset(np.asarray(world.shard(len(images)), dtype=np.int64))
+    mine = world.each(lambda: extract_features(backbone, part, settings, with_source_logits,
+                                               f"{description} [rank {world.rank}]"))[world.rank]
+    features = world.gather_rows(mine.features)
+    logits = world.gather_rows(mine.source_logits) if mine.source_logits is not None else None
+    return ExtractedSplit(features, np.asarray(images.labels), logits, time.perf_counter() - start,
+                          images_per_rank=world.gather(len(mine.features)))
 
 
 def _entry_problem(found: ExtractedSplit, key: str, stored_key: str, labels: np.ndarray | None) -> str | None:
@@ -275,16 +304,24 @@ class FeatureCache:
         images: ImageSet,
         settings: ExtractionSettings,
         with_source_logits: bool = False,
+        world: World | None = None,
     ) -> ExtractedSplit:
-        """The cached split if present, else extract it and store it."""
+        """The cached split if present, else extract it and store it. With a distributed `world` every rank calls
+        this: rank 0 reads the cache and sends the entry to the others, or they all extract a part each (see the
+        module docstring) and rank 0 stores the gathered split."""
+        world = world or World()
         identity = backbone.identity()
         key = self.key(identity, manifest, split, settings)
-        found = self.load(key, need_logits=with_source_logits and backbone.has_source_head,
-                          labels=np.asarray(images.labels))
+        found = world.on_zero(lambda: self.load(key, need_logits=with_source_logits and backbone.has_source_head,
+                                                labels=np.asarray(images.labels)))
         if found is not None:
             return found
-        extracted = extract_features(backbone, images, settings, with_source_logits,
-                                     description=f"{backbone.name}/{manifest.task}/{split}")
-        self.save(key, extracted, {"backbone": identity, "manifest": manifest.summary(), "split": split,
-                                   "settings": asdict(settings)})
+        extracted = extract_sharded(backbone, images, settings, world, with_source_logits,
+                                    description=f"{backbone.name}/{manifest.task}/{split}")
+        if world.is_zero:
+            self.save(key, extracted, {"backbone": identity, "manifest": manifest.summary(), "split": split,
+                                       "settings": asdict(settings)})
+        if world.distributed and world.is_zero:
+            print(f"unirep: extracted {backbone.name}/{manifest.task}/{split} on {world.size} processes: "
+                  f"{' + '.join(map(str, extracted.images_per_rank))} images", file=sys.stderr)
         return extracted

@@ -6,6 +6,7 @@ source checkpoints), so "auto" means the same everywhere and every output names 
 
 from __future__ import annotations
 
+import os
 import platform
 from collections.abc import Sequence
 from importlib import metadata
@@ -23,7 +24,8 @@ VERSIONED_PACKAGES = ("unirep", "torch", "torchvision", "timm", "scikit-learn", 
 
 def resolve_device(device: str = "auto", *, setting: str = "device") -> torch.device:
     """A usable torch.device for `device`: "auto" (CUDA when available, else CPU), "cpu", "cuda", "cuda:N", or
-    Lightning's accelerator name "gpu" (= "cuda").
+    Lightning's accelerator name "gpu" (= "cuda"). In a process a launcher started for one device of several
+    (LOCAL_RANK set: Lightning, torchrun), "auto", "cuda" and "gpu" mean that process's own GPU, cuda:LOCAL_RANK.
 
     Raises ConfigError, naming `setting` (the option the value came from), when torch does not know the name or
     CUDA is asked for where there is none: failing here beats failing at the first tensor moved there.
@@ -35,7 +37,9 @@ def resolve_device(device: str = "auto", *, setting: str = "device") -> torch.de
     import torch  # here, not at the top: `unirep.runtime` is imported by code that never touches torch
 
     if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    if device in ("cuda", "gpu") and "LOCAL_RANK" in os.environ and torch.cuda.is_available():
+        return torch.device("cuda", int(os.environ["LOCAL_RANK"]) % torch.cuda.device_count())
     try:
         resolved = torch.device("cuda" if device == "gpu" else device)
     except (RuntimeError, TypeError):

@@ -62,12 +62,14 @@ class EvalCommand(Command):
         parser.add_argument("--force", action="store_true", default=None, help="recompute existing records")
 
     def run(self, args: argparse.Namespace) -> int:
-        from unirep.evaluate import evaluate, summary_table
+        from unirep.evaluate import evaluate, is_global_zero, summary_table
 
         protocols = args.protocols.split(",") if args.protocols else None
         cfg = config_from_args(args, protocols=protocols, force=args.force)
         start = time.perf_counter()
         records = evaluate(cfg)
+        if not is_global_zero():  # the other processes of a distributed run: rank 0 reports
+            return 0
         print(summary_table(records).to_string(), file=sys.stdout)
         print(f"\n{len(records)} records in {Path(cfg.out) / 'records'} ({time.perf_counter() - start:.1f} s); "
               f"resolved config: {Path(cfg.out) / 'config.yaml'}")
@@ -83,20 +85,28 @@ class ExtractCommand(Command):
         parser.add_argument("--export", help="also write <export>/<backbone>/<task>/<split>.npz (features, labels)")
 
     def run(self, args: argparse.Namespace) -> int:
-        from unirep.evaluate import build_backbone, checked_backbone_specs, extraction_settings
+        from unirep.distributed import launch_world
+        from unirep.evaluate import build_backbone, checked_backbone_specs, extraction_settings, run_world_settings
         from unirep.features import FeatureCache
         from unirep.fileio import atomic_save_npz
         from unirep.results import slug
         from unirep.tasks import create_task, resolve_tasks
 
         cfg = config_from_args(args)
-        cache, settings = FeatureCache(cfg.cache_dir), extraction_settings(cfg)
+        cache = FeatureCache(cfg.cache_dir)
+        extraction_settings(cfg)  # refused here, before any process is launched
+        specs = checked_backbone_specs(cfg)
         tasks = [create_task(name) for name in resolve_tasks(list(cfg.tasks))]
-        for spec in checked_backbone_specs(cfg):
+        world = launch_world(run_world_settings(cfg, {})[1])  # strategy=ddp devices=N: each extracts 1/N
+        settings = extraction_settings(cfg, world)
+        for spec in specs:
             backbone = build_backbone(spec, cfg)
             for task in tasks:
                 for split in ("train", "val", "test"):
-                    got = cache.get_or_extract(backbone, task.manifest, split, task.split(split), settings)
+                    got = cache.get_or_extract(backbone, task.manifest, split, task.split(split), settings,
+                                               world=world)
+                    if not world.is_zero:
+                        continue
                     state = "cached" if got.cached else f"{len(got.features) / max(got.seconds, 1e-9):.0f} img/s"
                     print(f"{spec.display_name:32s} {task.name:20s} {split:5s} {got.features.shape} {state}")
                     if args.export:
