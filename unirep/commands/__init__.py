@@ -34,4 +34,5 @@ COMMAND_MODULES = (
     "unirep.commands.train_source",
     "unirep.commands.score",
     "unirep.commands.finetune",
+    "unirep.commands.ood",
 )
