@@ -41,13 +41,18 @@ class RunSummary:
     leaderboard_out: Path
     seconds: dict[str, float]
     source_rows: list[dict]
-    board: object
+    board: object  # None on the other processes of a distributed eval
 
 
 def run_pipeline(cfg: DictConfig) -> RunSummary:
     """Run the three stages of `cfg` (a resolved RunConfig) and return where everything went."""
-    out = ensure_writable_dir(cfg.out)
-    save_config(cfg, out / "config.yaml")
+    from unirep.distributed import launched_as_zero
+
+    # A distributed eval (eval.strategy=ddp eval.devices=N) re-runs this command once per device: only global
+    # rank 0 writes (the others find the finished source networks and join the eval).
+    out = ensure_writable_dir(cfg.out) if launched_as_zero() else Path(cfg.out)
+    if launched_as_zero():
+        save_config(cfg, out / "config.yaml")
     seconds: dict[str, float] = {}
     eval_cfg = OmegaConf.merge(cfg.eval, {"out": str(out / "eval")})
     rows: list[dict] = []
@@ -57,12 +62,14 @@ def run_pipeline(cfg: DictConfig) -> RunSummary:
         seconds["sources"] = time.perf_counter() - start
         eval_cfg.backbones = [*to_container(eval_cfg)["backbones"], *source_backbones]
 
-    from unirep.evaluate import evaluate
+    from unirep.evaluate import evaluate, is_global_zero
     from unirep.leaderboard import build_leaderboard, write_leaderboard
 
     start = time.perf_counter()
     evaluate(eval_cfg)
     seconds["eval"] = time.perf_counter() - start
+    if not is_global_zero():  # the other processes of a distributed eval: rank 0 builds the leaderboard
+        return RunSummary(Path(eval_cfg.out), Path(cfg.leaderboard.out), seconds, rows, None)
     start = time.perf_counter()
     lb = cfg.leaderboard
     board = build_leaderboard([eval_cfg.out], reference=lb.reference, axis=lb.axis, n_boot=lb.n_boot)

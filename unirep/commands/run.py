@@ -26,6 +26,8 @@ class RunCommand(Command):
         cfg = load_config(RunConfig, find_config(args.config), args.overrides)
         summary = run_pipeline(cfg)
         board = summary.board
+        if board is None:  # another process of a distributed eval: global rank 0 reports
+            return 0
         times = summary.seconds
         print(f"\nsource training {times.get('sources', 0):.0f} s, evaluation {times['eval']:.0f} s, "
               f"leaderboard {times['leaderboard']:.0f} s")
