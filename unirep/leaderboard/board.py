@@ -18,13 +18,14 @@ from unirep.leaderboard.agreement import agreement_table
 from unirep.leaderboard.blocks import aggregates_table, build_blocks, task_suites
 from unirep.leaderboard.markdown import render_markdown
 from unirep.leaderboard.model import Leaderboard, headline_block
+from unirep.leaderboard.seeds import seed_table, single_seed_backbones
 from unirep.leaderboard.tables import Cell, config_digest, group_cells, long_table, wide_table
 from unirep.leaderboard.validate import record_files, schema_problems
 from unirep.results import ResultRecord, read_record
 from unirep.tasks.base import CARDS_DIR
 
 OUTPUT_FILES = ("index.html", "leaderboard.md", "results-long.csv", "results-wide.csv", "aggregates.csv",
-                "agreement.csv")
+                "agreement.csv", "seeds.csv")
 CSV_DECIMALS = 4
 
 __all__ = ["OUTPUT_FILES", "Leaderboard", "build_leaderboard", "headline_block", "read_results", "write_leaderboard"]
@@ -93,6 +94,7 @@ def build_leaderboard(
     blocks = build_blocks(cells, suites, reference, n_boot, level, seed)
     long = long_table(cells, n_boot, level, seed)
     agreement, agreement_notes = agreement_table(cells)
+    seeds, seed_notes = seed_table(cells, reference, level)
     return Leaderboard(
         cells=cells,
         long=long,
@@ -109,6 +111,9 @@ def build_leaderboard(
         n_records=sum(len(c.records) for c in cells),
         configs={config_digest(r.config): r.config for c in cells for r in c.records},
         agreement=agreement,
+        seeds=seeds,
+        seed_notes=seed_notes,
+        single_seed=single_seed_backbones(cells),
     )
 
 
@@ -149,6 +154,7 @@ def write_leaderboard(board: Leaderboard, out: str | Path) -> list[Path]:
         atomic_write_text(out / "results-wide.csv", _csv(board.wide)),
         atomic_write_text(out / "aggregates.csv", _csv(board.aggregates)),
         atomic_write_text(out / "agreement.csv", _csv(board.agreement)),
+        atomic_write_text(out / "seeds.csv", _csv(board.seeds)),
         atomic_write_text(out / "leaderboard.md", render_markdown(board)),
     ]
     paths.extend(write_assets(out))

@@ -8,6 +8,7 @@ import pandas as pd
 from unirep.leaderboard.agreement import agreement_matrix, reference_protocols
 from unirep.leaderboard.blocks import ALL_TASKS, Block
 from unirep.leaderboard.model import SHOWN_AGGREGATES, Leaderboard
+from unirep.leaderboard.seeds import seed_display, single_seed_note
 
 
 def render_markdown(board: Leaderboard) -> str:
@@ -23,13 +24,39 @@ def render_markdown(board: Leaderboard) -> str:
     for block in board.blocks:
         title = "all tasks" if block.suite == ALL_TASKS else f"suite {block.suite}"
         lines += ["", f"## {block.protocol} · {title} ({len(block.tasks)})", "", block_table(block, scores)]
-        if block.notes:
-            lines += ["", *(f"- {note}" for note in block.notes)]
+        one_seed = single_seed_note([b for b in board.single_seed if b in block.done])
+        if block.notes or one_seed:
+            lines += ["", *(f"- {note}" for note in [*([one_seed] if one_seed else []), *block.notes])]
+    lines += seed_section(board)
     lines += agreement_section(board)
     if board.skipped:
         lines += ["", f"Skipped {len(board.skipped)} malformed record(s):", ""]
         lines += [f"- `{path}`: {reason}" for path, reason in board.skipped]
     return "\n".join(lines) + "\n"
+
+
+def seed_section(board: Leaderboard) -> list[str]:
+    """Markdown lines of the training-seed groups: one table per protocol (none without `@seed<k>` labels)."""
+    if board.seeds.empty:
+        return []
+    lines = ["", "## Training seeds", "", SEEDS_TEXT.format(level=f"{100 * board.level:g}",
+                                                             reference=board.reference or "none")]
+    for protocol in [p for p in board.protocols if p in set(board.seeds["protocol"])]:
+        frame = seed_display(board.seeds, protocol).rename(columns=_escape)
+        frame["backbone"] = frame["backbone"].map(_escape)
+        lines += ["", f"### {protocol}", "",
+                  frame.to_markdown(index=False, disable_numparse=True,
+                                    colalign=["left"] + ["right"] * (len(frame.columns) - 1))]
+    if board.seed_notes:
+        lines += ["", *(f"- {note}" for note in board.seed_notes)]
+    return lines
+
+
+SEEDS_TEXT = ("Backbones labelled `<name>@seed<k>` grouped over their training seeds (the source comparison's "
+              "`seeds` list): mean over seeds ± half-width of the {level}% Student-t interval over seeds, per task "
+              "and for the mean over tasks and mNRG vs {reference} (paired seed by seed when it is one seed of a "
+              "group). This is training-seed variance, which the test-example CIs above do not show; a difference "
+              "smaller than the intervals is not settled. Also in `seeds.csv`.")
 
 
 def agreement_section(board: Leaderboard) -> list[str]:

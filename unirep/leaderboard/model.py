@@ -12,6 +12,7 @@ import pandas as pd
 
 from unirep.leaderboard.agreement import AGREEMENT_COLUMNS
 from unirep.leaderboard.blocks import ALL_TASKS, Block, protocol_order
+from unirep.leaderboard.seeds import SEED_COLUMNS
 from unirep.leaderboard.tables import Cell
 
 # PROTOCOLS.md: report the plain mean, mean rank, mNRG, Borda and z-score side by side, with CIs.
@@ -32,6 +33,9 @@ class Leaderboard:
         configs: run config per config digest, for the provenance of each row.
         agreement: Kendall / weighted tau of each estimator vs the linear probe (and fine-tuning), per task with
             enough backbones and the mean over tasks (`unirep.leaderboard.agreement`); empty without estimators.
+        seeds: backbones labelled `<name>@seed<k>` grouped over their training seeds, mean ± t-interval per task
+            and aggregate (`unirep.leaderboard.seeds`); empty when there are none. seed_notes: what it left out.
+        single_seed: backbones unirep trained that have one training seed (their rows get a note saying so).
     """
 
     cells: list[Cell]
@@ -49,6 +53,9 @@ class Leaderboard:
     n_records: int
     configs: dict[str, dict] = field(default_factory=dict)
     agreement: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=AGREEMENT_COLUMNS))
+    seeds: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=SEED_COLUMNS))
+    seed_notes: list[str] = field(default_factory=list)
+    single_seed: list[str] = field(default_factory=list)
 
     @property
     def protocols(self) -> list[str]:

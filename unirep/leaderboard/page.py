@@ -27,6 +27,7 @@ from unirep.fileio import atomic_write_text
 from unirep.leaderboard.agreement import agreement_matrix, reference_protocols
 from unirep.leaderboard.blocks import Block
 from unirep.leaderboard.model import SHOWN_AGGREGATES, Leaderboard, headline_block
+from unirep.leaderboard.seeds import seed_display, single_seed_note
 from unirep.leaderboard.tables import Cell, shown_versions
 from unirep.resources import TEMPLATES_DIR
 
@@ -65,6 +66,8 @@ def render_page(board: Leaderboard) -> str:
         configs={d: json.dumps(c, indent=2, sort_keys=True, default=str) for d, c in sorted(board.configs.items())},
         plotly_src=f"assets/{plotly_asset_name()}",
         agreement=agreement_tables(board),
+        seed_tables=seed_tables(board),
+        one_seed_note=single_seed_note(board.single_seed),
     )
 
 
@@ -182,6 +185,15 @@ def _render_number(decimals: int, ci_column: int | None = None) -> JavascriptFun
         "function (data, type, row, meta) { if (data === null || Number.isNaN(data)) { return ''; } "
         f"return type === 'display' ? data.toFixed({decimals}){ci} : data; }}"
     )
+
+
+def seed_tables(board: Leaderboard) -> list[dict]:
+    """Per protocol with `<name>@seed<k>` groups: {"protocol", "columns", "rows"} of mean ± t-interval text cells."""
+    tables = []
+    for protocol in [p for p in board.protocols if p in set(board.seeds["protocol"])]:
+        frame = seed_display(board.seeds, protocol)
+        tables.append({"protocol": protocol, "columns": list(frame.columns), "rows": frame.values.tolist()})
+    return tables
 
 
 def agreement_tables(board: Leaderboard) -> list[dict]:
