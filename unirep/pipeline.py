@@ -26,7 +26,8 @@ class LeaderboardSection:
 @dataclass
 class RunConfig:
     """`sources`: a source comparison preset (configs/sources/compare.yaml style) whose trained checkpoints join
-    `eval.backbones` (named `source:<preset>`); null to evaluate given backbones only."""
+    `eval.backbones` (named `source:<preset>`, or `source:<preset>@seed<k>` when it lists `seeds`); null to evaluate
+    given backbones only."""
 
     out: str = "runs/quickstart"
     sources: str | None = None
