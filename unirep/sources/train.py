@@ -6,8 +6,9 @@ resumes every stage from its last.ckpt (Lightning's own resume), skipping what a
 networks are trained, global rank 0 measures them on the source val split and writes the checkpoint
 (`weights.safetensors` + `unirep-checkpoint.json`) into `<out>`, which `create_backbone(<out>)` loads.
 
-Distributed training is Lightning's: `trainer.strategy=ddp trainer.devices=N` starts N processes, each running
-this same function; only global rank 0 writes files.
+Distributed training is Lightning's: `trainer.strategy=ddp trainer.devices=N` starts N processes (Lightning Fabric,
+before the first fit: unirep.distributed), each running this same function; global rank 0 builds the label sets
+and the cached splits and sends them to the others, and alone writes files. The Trainers use those processes.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from omegaconf import DictConfig
 from unirep.backbones.base import DataConfig
 from unirep.backbones.checkpoint import METADATA_FILE, write_checkpoint
 from unirep.config import save_config, to_container
+from unirep.distributed import SCRIPT_STRATEGIES, World, WorldSettings, launch_world
 from unirep.errors import ConfigError, WeightsError
 from unirep.fileio import atomic_write_json, ensure_writable_dir, sha256_json
 from unirep.metrics import Metric
@@ -105,10 +107,12 @@ def train_source(cfg: DictConfig, callbacks: Sequence[Callback] = ()) -> SourceR
     task = create_task(cfg.data.task)
     data_config = DataConfig(input_size=cfg.data.input_size, mean=tuple(cfg.data.mean), std=tuple(cfg.data.std),
                              interpolation="bilinear", crop_pct=1.0)
+    world = source_world(cfg)
     train_images = subset(task.split("train"), cfg.data.train_size, cfg.seed, "train")
     val_images = subset(task.split("val"), cfg.data.val_size, cfg.seed, "val")
     context = VariationContext(task.name, tuple(task.card.classes), train_images, cfg.data.input_size)
-    label_sets = build_label_sets(cfg.label_sets, context)
+    # Rank 0 builds them (k-means extracts features of the source images) and every rank trains on the same ones.
+    label_sets = world.on_zero(lambda: build_label_sets(cfg.label_sets, context))
     plans = scheme.plan(label_sets)
     fsft = resolve_fsft(cfg, scheme, len(label_sets))
     feature_norm = resolve_feature_norm(cfg.feature_norm, len(plans))
@@ -120,8 +124,9 @@ def train_source(cfg: DictConfig, callbacks: Sequence[Callback] = ()) -> SourceR
         ensure_writable_dir(out)
         (out / METADATA_FILE).unlink(missing_ok=True)  # an unfinished run must never look finished
         save_config(cfg, out / "config.yaml")
-    train = cache_split(train_images, data_config, f"{task.name} train @{cfg.data.input_size}px")
-    val = cache_split(val_images, data_config, f"{task.name} val @{cfg.data.input_size}px")
+    train, val = world.on_zero(lambda: (
+        cache_split(train_images, data_config, f"{task.name} train @{cfg.data.input_size}px"),
+        cache_split(val_images, data_config, f"{task.name} val @{cfg.data.input_size}px")))
     loss_weights = {ls.name: float(spec.loss_weight) for ls, spec in zip(label_sets, cfg.label_sets, strict=True)}
     trained = [train_network(plan, cfg, data_config, train, val, fsft, loss_weights, out, callbacks)
                for plan in plans]
@@ -132,6 +137,19 @@ def train_source(cfg: DictConfig, callbacks: Sequence[Callback] = ()) -> SourceR
         result.seconds = time.perf_counter() - start
         result.checkpoint = export_checkpoint(result, cfg, task, train, val, fsft)
     return result
+
+
+def source_world(cfg: DictConfig) -> World:
+    """The processes of a distributed run (`trainer.strategy=ddp trainer.devices=N`), started before the first fit,
+    so that what each stage needs (label sets, cached splits) is made once on rank 0 and sent to the others; the
+    Trainer then uses these processes. Before, the Trainer started them at its first fit and every copy of the
+    command built its own label sets and cache. Spawn-based and model-sharding strategies keep Lightning's own
+    launch at the fit (unirep.distributed.SCRIPT_STRATEGIES)."""
+    t = cfg.trainer
+    settings = WorldSettings(t.accelerator, t.devices, t.strategy, t.num_nodes, "trainer.")
+    if t.strategy not in SCRIPT_STRATEGIES:
+        return World()
+    return launch_world(settings)
 
 
 def finished_run(cfg: DictConfig, out: Path, scheme: Scheme, label_sets: list[LabelSet], plans: list[NetworkPlan],
