@@ -34,6 +34,8 @@ RULES = [
      "shared training module, not in sources/"),
     ("*-except:" + ",".join(TOP + REPORTS), REPORTS,
      "a report reads what the pipeline produced; the pipeline never imports a report"),
+    ("*-except:" + ",".join((*TOP, *REPORTS, "unirep.ood")), ("unirep.ood",),
+     "OoD detection reads tasks, features and probes; nothing below it imports it"),
 ]
 # Packages whose modules must not import each other in a cycle (lazy imports inside functions included). An
 # import of a package's __init__ is no edge: a registry's __init__ imports the modules that register into it.

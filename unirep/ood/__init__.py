@@ -9,9 +9,25 @@ Example:
     ['ash', 'energy', 'entropy']
 """
 
+from unirep.ood import feature_scores  # noqa: F401  (registers the fitted scores; scores.py holds the logit ones)
 from unirep.ood.benchmarks import OodBenchmark, create_benchmark, list_benchmarks, load_benchmark_card
 from unirep.ood.metrics import CONVENTIONS, ood_metrics
-from unirep.ood.scores import SCORES, FitData, LinearHead, OodScore, create_score, list_scores, register_score
+from unirep.ood.scores import SCORES, FitData, LinearHead, OodScore, ScoreNotApplicable, register_score
 
-__all__ = ["CONVENTIONS", "FitData", "LinearHead", "OodBenchmark", "OodScore", "SCORES", "create_benchmark",
-           "create_score", "list_benchmarks", "list_scores", "load_benchmark_card", "ood_metrics", "register_score"]
+
+def create_score(name: str, **params) -> OodScore:
+    """The registered score `name` with these hyperparameters (unset: its defaults / the first of its grid).
+
+    Example:
+        >>> react = create_score("react", percentile=90)
+    """
+    return SCORES.get(name)(**params)
+
+
+def list_scores(pattern: str = "*") -> list[str]:
+    return SCORES.list(pattern)
+
+
+__all__ = ["CONVENTIONS", "FitData", "LinearHead", "OodBenchmark", "OodScore", "SCORES", "ScoreNotApplicable",
+           "create_benchmark", "create_score", "list_benchmarks", "list_scores", "load_benchmark_card", "ood_metrics",
+           "register_score"]

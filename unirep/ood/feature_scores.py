@@ -11,6 +11,8 @@ from scipy.special import logsumexp
 
 from unirep.ood.scores import FitData, OodScore, ScoreNotApplicable, register_score
 
+PINV_RCOND = 1e-6  # singular values below this share of the largest count as zero (ViM's origin)
+
 
 def _energy(logits: np.ndarray) -> np.ndarray:
     return logsumexp(logits, axis=1)
@@ -71,7 +73,10 @@ class VirtualLogitMatching(OodScore):
     def setup(self, train: FitData) -> VirtualLogitMatching:
         self.head = train.head
         features = np.asarray(train.features, np.float64)
-        self.origin_ = -np.linalg.pinv(self.head.weight) @ self.head.bias
+        # A multinomial head fitted with an L2 penalty has weight rows summing to zero (rank K - 1: adding one vector
+        # to every class changes no probability, and the penalty picks the zero-sum solution). Its last singular value
+        # is solver noise (~1e-11 of the largest here), which an exact pinv amplifies into the origin; cut it.
+        self.origin_ = -np.linalg.pinv(self.head.weight, rcond=PINV_RCOND) @ self.head.bias
         centred = features - self.origin_
         if "vim" not in train.memo:  # one eigendecomposition serves every candidate d
             train.memo["vim"] = np.linalg.eigh(centred.T @ centred / len(centred))[1]  # ascending eigenvalues

@@ -28,10 +28,11 @@ from unirep.evaluate import build_backbone, checked_backbone_specs
 from unirep.features import ExtractionSettings, FeatureCache
 from unirep.fileio import ensure_writable_dir
 from unirep.metrics import Metric
+from unirep.ood import list_scores
 from unirep.ood.benchmarks import OodBenchmark, create_benchmark
 from unirep.ood.metrics import CONVENTIONS, auroc, group_means, ood_metrics
 from unirep.ood.records import OodRecord, existing_ood_record, ood_record_path, write_ood_record
-from unirep.ood.scores import SCORES, FitData, LinearHead, OodScore, ScoreNotApplicable, list_scores
+from unirep.ood.scores import SCORES, FitData, LinearHead, OodScore, ScoreNotApplicable
 from unirep.probes import FeatureSplit, create_probe
 from unirep.runtime import library_versions
 

@@ -134,21 +134,6 @@ def _logit_score_class(function: Callable, paper: str, defaults: dict[str, Any])
     return FunctionScore
 
 
-def create_score(name: str, **params: Any) -> OodScore:
-    """The registered score `name` with these hyperparameters (unset: its defaults / the first of its grid)."""
-    _import_scores()
-    return SCORES.get(name)(**params)
-
-
-def list_scores(pattern: str = "*") -> list[str]:
-    _import_scores()
-    return SCORES.list(pattern)
-
-
-def _import_scores() -> None:
-    from unirep.ood import feature_scores  # noqa: F401  (registers on import)
-
-
 # ---------------------------------------------------------------------------------------------- logit scores
 @register_score("msp", paper="Hendrycks & Gimpel, ICLR 2017: maximum softmax probability")
 def maximum_softmax_probability(logits):
@@ -178,5 +163,4 @@ def generalized_entropy(logits, gamma, top_m):
     return -(p**gamma * (1 - p) ** gamma).sum(axis=1)
 
 
-__all__ = ["FitData", "LinearHead", "OodScore", "SCORES", "ScoreNotApplicable", "create_score", "list_scores",
-           "register_score"]
+__all__ = ["FitData", "LinearHead", "OodScore", "SCORES", "ScoreNotApplicable", "register_score"]
