@@ -239,3 +239,27 @@ def test_shards_cover_every_item_once_in_order(size):
         shards = [World(rank, size).shard(n) for rank in range(size)]
         assert [i for shard in shards for i in shard] == list(range(n))
         assert max(map(len, shards)) - min(map(len, shards)) <= 1
+
+
+def test_fine_tuning_runs_in_the_eval_processes(tmp_path):
+    """The Trainer of a fine-tuning job uses the eval's processes: a distributed eval sets finetune's world to its
+    own, and `finetune.strategy=ddp finetune.devices=N` alone makes the whole eval distributed (the path
+    tests/finetune/test_finetune_ddp.py runs end to end: Fabric starts the processes, the Trainer joins them)."""
+    from unirep.evaluate import run_world_settings
+    from unirep.protocols import create_protocol
+
+    def settings(*overrides):
+        cfg = load_config(EvalConfig, dotlist=["backbones=[raw-pixels]", "tasks=[lfw-faces]", "protocols=[finetune]",
+                                               f"out={tmp_path}", *overrides])
+        return run_world_settings(cfg, {name: create_protocol(name, cfg) for name in cfg.protocols})
+
+    cfg, world = settings("strategy=ddp", "devices=2", "accelerator=cpu")
+    assert (world.strategy, world.devices, world.accelerator) == ("ddp", 2, "cpu")
+    assert (cfg.finetune.strategy, cfg.finetune.devices, cfg.finetune.num_nodes, cfg.finetune.accelerator) == (
+        "ddp", 2, 1, "cpu")
+    cfg, world = settings("finetune.strategy=ddp", "finetune.devices=2", "finetune.accelerator=cpu")
+    assert (world.strategy, world.devices, world.accelerator, world.single) == ("ddp", 2, "cpu", False)
+    _, world = settings("strategy=ddp", "devices=2", "protocols=[linear]")  # no Trainer: finetune.* play no part
+    assert world.devices == 2
+    with pytest.raises(ConfigError, match="finetune.accelerator='gpu' differs"):
+        settings("strategy=ddp", "devices=2", "accelerator=cpu", "finetune.accelerator=gpu")
