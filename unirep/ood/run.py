@@ -17,6 +17,7 @@ from __future__ import annotations
 import sys
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -26,10 +27,10 @@ from unirep.config import LinearProbeConfig, save_config, to_container
 from unirep.errors import ConfigError
 from unirep.evaluate import build_backbone, checked_backbone_specs
 from unirep.features import ExtractionSettings, FeatureCache
-from unirep.fileio import ensure_writable_dir
+from unirep.fileio import atomic_write_text, ensure_writable_dir
 from unirep.metrics import Metric
 from unirep.ood import list_scores
-from unirep.ood.benchmarks import OodBenchmark, create_benchmark
+from unirep.ood.benchmarks import OodBenchmark, create_benchmark, load_benchmark_card
 from unirep.ood.metrics import CONVENTIONS, auroc, group_means, ood_metrics
 from unirep.ood.records import OodRecord, existing_ood_record, ood_record_path, write_ood_record
 from unirep.ood.scores import SCORES, FitData, LinearHead, OodScore, ScoreNotApplicable
@@ -96,33 +97,51 @@ def run_ood(cfg: DictConfig) -> list[OodRecord]:
     settings = ExtractionSettings(batch_size=cfg.batch_size, num_workers=cfg.num_workers, device=cfg.device,
                                   precision=cfg.precision, channels_last=cfg.channels_last)
     cache = FeatureCache(cfg.cache_dir)
-    out = ensure_writable_dir(cfg.out)
     specs = checked_backbone_specs(cfg)
     scores = checked_scores(cfg)
-    benchmarks = {name: create_benchmark(name) for name in cfg.benchmarks}  # bad cards fail here, before any work
-    versions = library_versions()
-    save_config(cfg, out / "ood-config.yaml")
+    cards = [load_benchmark_card(name) for name in cfg.benchmarks]
+    out = ensure_writable_dir(cfg.out)
     records: list[OodRecord] = []
-    for spec in specs:
-        backbone = None
-        for bench in benchmarks.values():
-            paths = {s: ood_record_path(out, spec.display_name, bench.name, cfg.classifier, s) for s in scores}
+    pending: dict[tuple[int, str], list[str]] = {}
+    for index, spec in enumerate(specs):
+        for card in cards:
+            paths = {s: ood_record_path(out, spec.display_name, card.name, cfg.classifier, s) for s in scores}
             existing = {s: None if cfg.force else existing_ood_record(p) for s, p in paths.items()}
             records.extend(r for r in existing.values() if r is not None)
-            pending = [s for s, r in existing.items() if r is None]
-            if not pending:
+            # A score found undefined on this backbone's features left a note instead of a record: not retried.
+            done = {s for s, p in paths.items() if not cfg.force and skip_note(p).exists()}
+            if missing := [s for s, r in existing.items() if r is None and s not in done]:
+                pending[(index, card.name)] = missing
+    # Every benchmark with work left is built (its card checked against the data) before any backbone runs.
+    benchmarks = {card.name: create_benchmark(card.path) for card in cards if any(k[1] == card.name for k in pending)}
+    if pending:
+        save_config(cfg, out / "ood-config.yaml")
+    versions = library_versions()
+    for index, spec in enumerate(specs):
+        backbone = None
+        for card in cards:
+            if (index, card.name) not in pending:
                 continue
             backbone = backbone or build_backbone(spec, cfg)
+            bench = benchmarks[card.name]
             data = benchmark_features(bench, backbone, cache, settings, cfg)
-            for name in pending:
+            for name in pending[(index, card.name)]:
                 try:
                     record = score_record(name, bench, data, spec.display_name, backbone.identity(), cfg, versions)
                 except ScoreNotApplicable as exc:
-                    print(f"unirep: skipped {name} on {spec.display_name}/{bench.name}: {exc}", file=sys.stderr)
+                    line = f"skipped {name} on {spec.display_name}/{bench.name}: {exc}"
+                    print(f"unirep: {line}", file=sys.stderr)
+                    atomic_write_text(skip_note(ood_record_path(out, spec.display_name, bench.name, cfg.classifier,
+                                                                name)), line + "\n")
                     continue
                 write_ood_record(out, record)
                 records.append(record)
     return records
+
+
+def skip_note(record_path: Path) -> Path:
+    """Where a score that does not apply to a backbone's features says why (next to where its record would be)."""
+    return record_path.with_suffix(".skipped")
 
 
 def benchmark_features(bench: OodBenchmark, backbone, cache: FeatureCache, settings, cfg: DictConfig
