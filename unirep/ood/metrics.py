@@ -65,7 +65,7 @@ def ood_metrics(id_scores: np.ndarray, ood_scores: np.ndarray) -> dict[str, floa
 
     Example:
         >>> ood_metrics(np.array([3.0, 2.0, 1.0]), np.array([0.0, 2.5]))["auroc"]
-        83.33...
+        66.66...
     """
     id_scores, ood_scores = _checked(id_scores, ood_scores)
     id_tps, id_fps = _curve(id_scores, ood_scores)  # ID positive, ranked by the score
