@@ -87,7 +87,8 @@ def test_selected_C_is_the_val_argmax_and_refit_uses_train_and_val(digits):
         expected = Metric.TOP1(digits.y_val, reference.predict(scaler.transform(digits.X_val)))
         assert abs(probe.sweep_[C] - expected) <= 0.25  # at most one val example of 400
     best = max(probe.sweep_.values())
-    assert probe.selected_params_ == {"C": min(C for C, score in probe.sweep_.items() if score == best)}
+    assert probe.selected_params_["C"] == min(C for C, score in probe.sweep_.items() if score == best)
+    assert probe.selected_params_["C"] in probe.selected_params_["reselected_Cs"]
     assert probe.val_score_ == best
     # The refit: train+val, standardised with train+val statistics, at the chosen C.
     X_all = np.concatenate([digits.X_train, digits.X_val])
@@ -105,7 +106,9 @@ def test_ties_go_to_the_smaller_C():
     train, val = FeatureSplit(X_train, y_train), FeatureSplit(X_val, y_val)
     probe = LinearProbe(Cs=[10.0, 0.01, 1.0, 0.1]).select(train, val, Metric.TOP1)
     assert set(probe.sweep_.values()) == {100.0}
-    assert probe.selected_params_ == {"C": 0.01}
+    # Every C ties, so every C is re-solved tightly before the tie-break (ascending: the strongest regularisation).
+    assert probe.selected_params_ == {"C": 0.01, "reselected_Cs": [0.01, 0.1, 1.0, 10.0], "reselect_tol": 1e-7,
+                                      "tie_break": "smallest C", "uncertain_val": 0}
     assert list(probe.sweep_) == [0.01, 0.1, 1.0, 10.0]  # swept in ascending order (warm starts go up the path)
 
 

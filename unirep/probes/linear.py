@@ -21,6 +21,28 @@ preconditioned with a Kronecker-factored curvature (`_KroneckerPreconditioner`):
 correlated and many-class problems couple the classes, which makes large-C problems badly conditioned for plain
 L-BFGS (sklearn's solver). With fewer training examples than dimensions the build (a D x D eigendecomposition)
 costs more than it saves, so by default only problems with n >= D are preconditioned.
+
+Selection that float32 noise cannot flip (`reselect_margin`, `reselect_tol`). Val accuracy is a step function
+of the weights, and a solve stopped at the loose `tol` lands wherever its L-BFGS path happens to stop: features
+that agree to float32 noise (another CPU, another BLAS) take another path, move each C's val score by a few
+val examples and, on a flat val curve, flip the chosen C (and the refit's test score, even at the same C). The
+choice is therefore made on the exact minimisers' val scores, as far as they can matter:
+
+1. the loose sweep scores every C (the recorded curve, cheap);
+2. the near-best Cs are re-solved to `reselect_tol` (1e-7, scikit-learn's "solved tightly") from their loose
+   solutions, in the probe's dtype (float32 reaches it: the solver accepts steps below the objective's
+   rounding on their slope, `minimize_lbfgs(f_noise=...)`), and re-scored. Near-best: loose score within
+   `reselect_margin` val examples of the best score so far (tight where known), widened by the largest
+   loose-vs-tight difference seen; repeated until no C within reach is left loose. On a peaked curve this is
+   one or two Cs, on a flat one the whole flat top;
+3. the choice is the best tight score; exact ties go to the smallest C (the strongest regularisation among
+   settings the val data cannot tell apart: the simplest model, and the base rule of every probe);
+4. the refit on train+val at that C is solved to `reselect_tol` too, from the selected tight solution, so the
+   test score is the exact minimiser's, not where a loose refit stopped.
+
+What was done is recorded in `selected_params_` (a record's `hyperparameters`): the re-solved Cs, the
+tolerance and the tie rule; `sweep_` holds the tight scores of the re-solved Cs and the loose ones elsewhere.
+`reselect_margin=None` restores the loose choice (the behaviour before; noise-sensitive).
 """
 
 from __future__ import annotations
@@ -58,6 +80,9 @@ _DTYPES = {"float32": torch.float32, "float64": torch.float64}
 # fails (`_eigh_with_fallback`).
 EIGH_DTYPE = torch.float32
 _SCORE_CHUNK = 65536  # rows per matmul when scoring, to bound memory on large test sets
+TIE_RULE = "smallest C"  # among equal tight val scores: the strongest regularisation (Probe.select keeps the first)
+# Relative objective resolution below which tight solves judge steps by their slope (Hager & Zhang's 1e-6).
+_TIGHT_F_NOISE = 1e-6
 
 
 @register_probe("linear")
@@ -83,6 +108,10 @@ class LinearProbe(Probe):
             best val score so far. None (default) sweeps every C. Val accuracy along the C path usually rises
             then falls, and the large-C end is where L-BFGS is slowest; a patience of 8 (two decades of the
             default grid) skips that end, at the risk of missing a second, later peak.
+        reselect_margin: the near-best Cs whose val scores decide (module docstring): Cs whose loose val score is
+            within this many val examples of the best are re-solved to `reselect_tol` before the choice, and the
+            refit is solved to it too. Default 2; None: choose on the loose scores (noise-sensitive).
+        reselect_tol: tolerance of those solves (max |gradient| of the scaled objective), default 1e-7.
     """
 
     swept_param = "C"
@@ -106,6 +135,8 @@ class LinearProbe(Probe):
         device: str = "cpu",
         patience: int | None = None,
         precondition: bool | str = "auto",
+        reselect_margin: int | None = 2,
+        reselect_tol: float = 1e-7,
     ):
         self.C = C
         self.Cs = Cs
@@ -116,6 +147,8 @@ class LinearProbe(Probe):
         self.device = device
         self.patience = patience
         self.precondition = precondition
+        self.reselect_margin = reselect_margin
+        self.reselect_tol = reselect_tol
 
     def _decision_scores(self, X: np.ndarray) -> np.ndarray:
         """(N, classes) logits."""
@@ -128,10 +161,23 @@ class LinearProbe(Probe):
     def _init_params(self) -> dict:
         return {"C": float(self.C)}
 
+    def select(self, train: FeatureSplit, val: FeatureSplit, metric: Metric) -> LinearProbe:
+        """`Probe.select` (best val score, ties to the smallest C, refit on train+val), choosing on tight
+        re-solves of the near-best Cs (`reselect_margin`); `selected_params_` also records which Cs."""
+        self._reselected: list[float] | None = None
+        self.uncertain_val_: dict[float, int] = {}
+        super().select(train, val, metric)
+        if self._reselected is not None:
+            self.selected_params_ = {**self.selected_params_, "reselected_Cs": self._reselected,
+                                     "reselect_tol": float(self.reselect_tol), "tie_break": TIE_RULE,
+                                     "uncertain_val": self.uncertain_val_.get(self.selected_params_["C"], 0)}
+        return self
+
     def _fit(self, X: np.ndarray, y: np.ndarray, params: dict, warm_start: _Solution | None) -> LinearProbe:
         problem = _Problem.build(X, y, np.unique(y), self._torch_dtype(), self._device())
         start = warm_start.restandardised(problem) if warm_start is not None else _Solution.zeros(problem)
-        solution, n_iter = self._solve(problem, start, params["C"])
+        tight = warm_start is not None and warm_start.tight  # a tight selection is refitted tightly
+        solution, n_iter = self._solve(problem, start, params["C"], tight=tight)
         self._store(problem, solution, params["C"], n_iter)
         return self
 
@@ -161,7 +207,63 @@ class LinearProbe(Probe):
             self.sweep_n_iter_[float(C)] = n_iter
             if self._sweep_has_peaked(points):
                 break
+        if self.reselect_margin is not None:
+            self._reselected = self._reselect(problem, val_X, val, metric, points)
         return points
+
+    def _reselect(
+        self, problem: _Problem, val_X: torch.Tensor, val: FeatureSplit, metric: Metric, points: list[SweepPoint]
+    ) -> list[float]:
+        """Re-solve to `reselect_tol` and re-score with the certified score (`_certified_score`), in place,
+        every point whose loose score is within reach of the best (module docstring, step 2) until none is left
+        loose. The certainty radius grows in proportion to C (mu = 1 / (C n)), so once a re-solved C has more
+        than `reselect_margin` uncertain predictions and scores below the best, larger Cs are not re-solved:
+        they keep the certified score of their loose solution (a lower bound too, far below). Returns the
+        re-solved Cs, ascending."""
+        step = _one_example_points(metric, val.y)
+        val_norms = torch.sqrt(val_X.square().sum(dim=1, dtype=torch.float64) + 1.0)
+        loose_scores = [point.score for point in points]
+        tight: dict[int, float] = {}
+        moves: list[float] = [0.0]  # |certified - loose| where every val prediction is certified: the loose error
+        ceiling = len(points)
+        while True:
+            best = max(tight.values()) if tight else max(loose_scores)
+            reach = best - self.reselect_margin * step - max(moves) - 1e-9 * step
+            todo = [i for i, score in enumerate(loose_scores[:ceiling]) if i not in tight and score >= reach]
+            if not todo:
+                break
+            for i in todo:
+                C = float(points[i].params["C"])
+                solution, n_iter = self._solve(problem, points[i].warm_start, C, tight=True)
+                self.sweep_n_iter_[C] += n_iter
+                tight[i], uncertain = self._certify(problem, val_X, val_norms, val, metric, solution, C)
+                if uncertain == 0:
+                    moves.append(abs(tight[i] - loose_scores[i]))
+                points[i] = SweepPoint(points[i].params, tight[i], solution)
+                if uncertain > self.reselect_margin and tight[i] < max(tight.values()):
+                    ceiling = i + 1
+                    break
+        for i in range(ceiling, len(points)):  # not re-solved, but within reach: their loose lower bound
+            if loose_scores[i] >= max(tight.values()) - self.reselect_margin * step - max(moves) - 1e-9 * step:
+                C = float(points[i].params["C"])
+                score, _ = self._certify(problem, val_X, val_norms, val, metric, points[i].warm_start, C)
+                points[i] = SweepPoint(points[i].params, score, points[i].warm_start)
+        return sorted(float(points[i].params["C"]) for i in tight)
+
+    def _certify(
+        self, problem: _Problem, val_X: torch.Tensor, val_norms: torch.Tensor, val: FeatureSplit, metric: Metric,
+        solution: _Solution, C: float,
+    ) -> tuple[float, int]:
+        """`_certified_score` of `solution` at C; records the number of uncertain val predictions."""
+        n = problem.X.shape[0]
+        grad_norm = solution.grad_norm
+        if not math.isfinite(grad_norm):
+            grad_norm = float(solution.objective_at(1.0 / (C * n))[1].norm(dtype=torch.float64))
+        radius = 2.0 * grad_norm * C * n  # 2 ||g|| / mu, mu = 1 / (C n)
+        score, uncertain = _certified_score(metric, val.y, F.linear(val_X, solution.W, solution.b),
+                                            radius * val_norms, problem.classes)
+        self.uncertain_val_[C] = uncertain
+        return score, uncertain
 
     def _sweep_has_peaked(self, points: list[SweepPoint]) -> bool:
         """Early stop: the last `patience` Cs all scored strictly below the best so far."""
@@ -170,21 +272,25 @@ class LinearProbe(Probe):
         best_before = max(point.score for point in points[: -self.patience])
         return all(point.score < best_before for point in points[-self.patience :])
 
-    def _solve(self, problem: _Problem, start: _Solution, C: float) -> tuple[_Solution, int]:
-        """Minimise mean CE + ||W||^2 / (2 C n) from `start` with L-BFGS and a strong-Wolfe line search."""
+    def _solve(self, problem: _Problem, start: _Solution, C: float, tight: bool = False) -> tuple[_Solution, int]:
+        """Minimise mean CE + ||W||^2 / (2 C n) from `start` with L-BFGS and a strong-Wolfe line search, to the
+        probe's `tol`, or with `tight` to `reselect_tol` past the objective's rounding."""
         n_classes, dim = start.W.shape
         l2 = 1.0 / (C * problem.X.shape[0])
         theta, n_iter, (loss, grad) = minimize_lbfgs(
             _multinomial_objective(problem, l2),
             torch.cat([start.W.reshape(-1), start.b]),
-            max_iter=self.max_iter, tol=self.tol, history_size=self.history_size,
-            preconditioner=problem.preconditioner().start_solve(l2) if self._preconditions(problem) else None,
-            initial=start.objective_at(l2),
+            max_iter=self.max_iter, tol=min(self.reselect_tol, self.tol) if tight else self.tol, history_size=self.history_size,
+            preconditioner=problem.preconditioner().start_solve(l2) if self._preconditions(problem, tight) else None,
+            initial=start.objective_at(l2), f_noise=_TIGHT_F_NOISE if tight else 0.0,
         )
         if not torch.isfinite(theta).all():
             raise DataError(f"linear probe diverged at C={C:g} (non-finite weights): check the features' scale")
         W, b = theta[: n_classes * dim].view(n_classes, dim), theta[n_classes * dim :]
-        return _Solution.at(problem, W, b, (loss, grad), l2), n_iter
+        solution = _Solution.at(problem, W, b, (loss, grad), l2)
+        solution.tight = tight
+        solution.grad_norm = float(grad.norm(dtype=torch.float64)) if tight else math.inf
+        return solution, n_iter
 
     def _store(self, problem: _Problem, solution: _Solution, C: float, n_iter: int) -> None:
         self.classes_ = problem.classes
@@ -203,8 +309,13 @@ class LinearProbe(Probe):
             raise ConfigError(f"linear probe precondition must be true, false or 'auto', got {self.precondition!r}")
         if self.patience is not None and self.patience < 1:
             raise ConfigError(f"linear probe patience must be None (off) or >= 1, got {self.patience!r}")
+        if self.reselect_margin is not None and not (self.reselect_margin >= 0 and self.reselect_tol > 0):
+            raise ConfigError(f"linear probe reselect_margin must be None (off) or >= 0 val examples, and "
+                              f"reselect_tol > 0; got {self.reselect_margin!r} and {self.reselect_tol!r}")
 
-    def _preconditions(self, problem: _Problem) -> bool:
+    def _preconditions(self, problem: _Problem, tight: bool = False) -> bool:
+        if self.precondition == "auto" and tight:
+            return True  # a tight solve takes hundreds of iterations: the one D x D eigh pays for itself
         if self.precondition == "auto":
             return problem.X.shape[0] >= problem.X.shape[1]
         return bool(self.precondition)
@@ -260,6 +371,8 @@ class _Solution:
         data_terms: tuple[float, torch.Tensor] | None = None,
     ):
         self.W, self.b, self.mean, self.scale, self.data_terms = W, b, mean, scale, data_terms
+        self.tight = False  # solved to the probe's reselect_tol (LinearProbe._solve with tight=True)
+        self.grad_norm = math.inf  # ||gradient|| at this point, known for tight solves
 
     def objective_at(self, l2: float) -> tuple[float, torch.Tensor] | None:
         """(objective, gradient) here for penalty `l2`, from the stored data terms (no pass over the data)."""
@@ -442,6 +555,38 @@ def _eigh_with_fallback(matrix: torch.Tensor) -> tuple[torch.Tensor, torch.Tenso
     except torch.linalg.LinAlgError:
         pass
     return torch.linalg.eigh(matrix.double())
+
+
+def _certified_score(
+    metric: Metric, y: np.ndarray, logits: torch.Tensor, radius: torch.Tensor, classes: np.ndarray
+) -> tuple[float, int]:
+    """The val score the exact minimiser is certain to reach, and how many val predictions are uncertain.
+
+    The objective is (1 / (C n))-strongly convex in the weights, so a point with gradient g lies within
+    ||g|| / mu of the minimiser, and an example's logit differences move by at most 2 ||g|| / mu * ||(x, 1)||
+    (`radius`). An example whose top-two logit margin exceeds that keeps its prediction at the minimiser; the
+    others count as wrong (the worst case). The unpenalised intercepts are counted with the same modulus (their
+    curvature is the data's): an estimate there, not a proof. Ranking metrics (mAP) are scored as they are."""
+    scores = logits.cpu().numpy()
+    predictions = predictions_for_metric(metric, scores, classes)
+    if metric.needs_scores:
+        return float(metric(y, predictions)), 0
+    top2 = logits.double().topk(2, dim=1).values
+    uncertain = ((top2[:, 0] - top2[:, 1]) <= radius).cpu().numpy()
+    if not uncertain.any():
+        return float(metric(y, predictions)), 0
+    runner_up = classes[np.argsort(scores, axis=1)[:, -2]]
+    worst = np.where(uncertain & (predictions == y), runner_up, predictions)  # an uncertain right one: wrong
+    return float(metric(y, worst)), int(uncertain.sum())
+
+
+def _one_example_points(metric: Metric, y: np.ndarray) -> float:
+    """The largest change of `metric` (points) one val example can make: 100 / n for top-1, 100 / (classes *
+    smallest class) for mean per-class accuracy."""
+    if metric == Metric.MEAN_PER_CLASS:
+        _, counts = np.unique(y, return_counts=True)
+        return 100.0 / (len(counts) * counts.min())
+    return 100.0 / len(y)
 
 
 def _as_tensor(X: np.ndarray, like: torch.Tensor) -> torch.Tensor:
