@@ -38,6 +38,7 @@ from unirep.tasks import create_task
 
 ROOT = Path(__file__).resolve().parents[1]
 CNN = "random:test_efficientnet_gn"
+# Raw pixels at 16 px (768-D) and the CNN at 32 px: small enough for the linear sweep to take seconds.
 SETTINGS = ("linear.n_c=12", "max_input_size=32", "batch_size=64")
 
 AUDIT_HOOK = textwrap.dedent('''
@@ -118,15 +119,16 @@ def one_thread():
 def test_two_process_eval_equals_one_process_eval_and_only_rank_zero_writes(tmp_path, monkeypatch, one_thread):
     work = tmp_path / "work"
     ddp_out, ddp_cache = work / "ddp", work / "ddp-cache"
-    done = cli(tmp_path, "eval", "raw-pixels", CNN, "--tasks", "sklearn-digits", "--protocols", "linear,knn",
-               "--out", str(ddp_out), "--cache-dir", str(ddp_cache), *SETTINGS,
+    done = cli(tmp_path, "eval", "raw-pixels", "--input-size", "16", CNN, "--tasks", "sklearn-digits",
+               "--protocols", "linear,knn", "--out", str(ddp_out), "--cache-dir", str(ddp_cache), *SETTINGS,
                "strategy=ddp", "devices=2", "accelerator=cpu")
     assert "Initializing distributed: GLOBAL_RANK: 1, MEMBER: 2/2" in done.stderr + done.stdout
     assert done.stdout.count("records in") == 1  # global rank 0 reports, alone
 
     monkeypatch.setenv("UNIREP_QUIET", "1")
     single_cache = tmp_path / "single-cache"
-    cfg = load_config(EvalConfig, dotlist=[f"backbones=[raw-pixels,'{CNN}']", "tasks=[sklearn-digits]",
+    cfg = load_config(EvalConfig, dotlist=[f"backbones=[{{name: raw-pixels, input_size: 16}},'{CNN}']",
+                                           "tasks=[sklearn-digits]",
                                            "protocols=[linear,knn]", f"out={tmp_path / 'single'}",
                                            f"cache_dir={single_cache}", *SETTINGS])
     single = {(r.backbone, r.protocol): r for r in evaluate(cfg)}
@@ -186,8 +188,8 @@ def test_unirep_run_with_a_distributed_eval_section(tmp_path, monkeypatch, one_t
     work = tmp_path / "work"
     config = work / "run.yaml"
     work.mkdir()
-    eval_section = {"backbones": ["raw-pixels"], "tasks": ["lfw-faces"], "protocols": ["linear", "knn"],
-                    "cache_dir": str(work / "cache"), "linear": {"n_c": 12}}
+    eval_section = {"backbones": [{"name": "raw-pixels", "input_size": 16}], "tasks": ["lfw-faces"],
+                    "protocols": ["linear", "knn"], "cache_dir": str(work / "cache"), "linear": {"n_c": 12}}
     config.write_text(json.dumps({"out": str(work / "run"), "sources": None, "leaderboard": {
         "out": str(work / "leaderboard"), "n_boot": 50}, "eval": {**eval_section, "strategy": "ddp", "devices": 2,
                                                                   "accelerator": "cpu"}}), encoding="utf-8")
