@@ -83,6 +83,10 @@ _SCORE_CHUNK = 65536  # rows per matmul when scoring, to bound memory on large t
 TIE_RULE = "smallest C"  # among equal tight val scores: the strongest regularisation (Probe.select keeps the first)
 # Relative objective resolution below which tight solves judge steps by their slope (Hager & Zhang's 1e-6).
 _TIGHT_F_NOISE = 1e-6
+# A val prediction is uncertain when its margin is within this factor of the estimated distance to the minimiser.
+UNCERTAINTY_FACTOR = 10.0
+# Relative spread below which a feature column is a constant up to float32 rounding (`_Problem.build`).
+FLOAT32_SPREAD = 1e-5
 
 
 @register_probe("linear")
@@ -221,7 +225,6 @@ class LinearProbe(Probe):
         they keep the certified score of their loose solution (a lower bound too, far below). Returns the
         re-solved Cs, ascending."""
         step = _one_example_points(metric, val.y)
-        val_norms = torch.sqrt(val_X.square().sum(dim=1, dtype=torch.float64) + 1.0)
         loose_scores = [point.score for point in points]
         tight: dict[int, float] = {}
         moves: list[float] = [0.0]  # |certified - loose| where every val prediction is certified: the loose error
@@ -234,9 +237,10 @@ class LinearProbe(Probe):
                 break
             for i in todo:
                 C = float(points[i].params["C"])
-                solution, n_iter = self._solve(problem, points[i].warm_start, C, tight=True)
+                solution, n_iter = self._solve(problem, points[i].warm_start, C, tight=True,
+                                               done=self._certain_on_val(problem, val_X, C))
                 self.sweep_n_iter_[C] += n_iter
-                tight[i], uncertain = self._certify(problem, val_X, val_norms, val, metric, solution, C)
+                tight[i], uncertain = self._certify(problem, val_X, val, metric, solution, C)
                 if uncertain == 0:
                     moves.append(abs(tight[i] - loose_scores[i]))
                 points[i] = SweepPoint(points[i].params, tight[i], solution)
@@ -246,22 +250,36 @@ class LinearProbe(Probe):
         for i in range(ceiling, len(points)):  # not re-solved, but within reach: their loose lower bound
             if loose_scores[i] >= max(tight.values()) - self.reselect_margin * step - max(moves) - 1e-9 * step:
                 C = float(points[i].params["C"])
-                score, _ = self._certify(problem, val_X, val_norms, val, metric, points[i].warm_start, C)
+                score, _ = self._certify(problem, val_X, val, metric, points[i].warm_start, C)
                 points[i] = SweepPoint(points[i].params, score, points[i].warm_start)
         return sorted(float(points[i].params["C"]) for i in tight)
 
+    def _certain_on_val(
+        self, problem: _Problem, val_X: torch.Tensor, C: float
+    ) -> Callable[[torch.Tensor, torch.Tensor], bool]:
+        """A `done` test for a selection re-solve: no val prediction is uncertain (`_margin_errors`), so the
+        minimiser's val score is known and solving on to `reselect_tol` would not change it. Checked once the
+        gradient is within 100x the tolerance (before, a Newton step moves many margins)."""
+
+        def certain(theta: torch.Tensor, grad: torch.Tensor) -> bool:
+            if float(grad.abs().max()) > 100 * self.reselect_tol:
+                return False
+            margins, errors = _margin_errors(problem, val_X, theta, grad, C)
+            return bool((margins > UNCERTAINTY_FACTOR * errors).all())
+
+        return certain
+
     def _certify(
-        self, problem: _Problem, val_X: torch.Tensor, val_norms: torch.Tensor, val: FeatureSplit, metric: Metric,
-        solution: _Solution, C: float,
+        self, problem: _Problem, val_X: torch.Tensor, val: FeatureSplit, metric: Metric, solution: _Solution,
+        C: float,
     ) -> tuple[float, int]:
         """`_certified_score` of `solution` at C; records the number of uncertain val predictions."""
-        n = problem.X.shape[0]
-        grad_norm = solution.grad_norm
-        if not math.isfinite(grad_norm):
-            grad_norm = float(solution.objective_at(1.0 / (C * n))[1].norm(dtype=torch.float64))
-        radius = 2.0 * grad_norm * C * n  # 2 ||g|| / mu, mu = 1 / (C n)
+        l2 = 1.0 / (C * problem.X.shape[0])
+        theta = torch.cat([solution.W.reshape(-1), solution.b])
+        grad = solution.objective_at(l2)[1]
+        margins, errors = _margin_errors(problem, val_X, theta, grad, C)
         score, uncertain = _certified_score(metric, val.y, F.linear(val_X, solution.W, solution.b),
-                                            radius * val_norms, problem.classes)
+                                            margins <= UNCERTAINTY_FACTOR * errors, problem.classes)
         self.uncertain_val_[C] = uncertain
         return score, uncertain
 
@@ -272,24 +290,27 @@ class LinearProbe(Probe):
         best_before = max(point.score for point in points[: -self.patience])
         return all(point.score < best_before for point in points[-self.patience :])
 
-    def _solve(self, problem: _Problem, start: _Solution, C: float, tight: bool = False) -> tuple[_Solution, int]:
+    def _solve(
+        self, problem: _Problem, start: _Solution, C: float, tight: bool = False,
+        done: Callable[[torch.Tensor, torch.Tensor], bool] | None = None,
+    ) -> tuple[_Solution, int]:
         """Minimise mean CE + ||W||^2 / (2 C n) from `start` with L-BFGS and a strong-Wolfe line search, to the
-        probe's `tol`, or with `tight` to `reselect_tol` past the objective's rounding."""
+        probe's `tol`, or with `tight` to `reselect_tol` past the objective's rounding (or until `done`)."""
         n_classes, dim = start.W.shape
         l2 = 1.0 / (C * problem.X.shape[0])
         theta, n_iter, (loss, grad) = minimize_lbfgs(
             _multinomial_objective(problem, l2),
             torch.cat([start.W.reshape(-1), start.b]),
-            max_iter=self.max_iter, tol=min(self.reselect_tol, self.tol) if tight else self.tol, history_size=self.history_size,
+            max_iter=self.max_iter, tol=min(self.reselect_tol, self.tol) if tight else self.tol,
+            history_size=self.history_size,
             preconditioner=problem.preconditioner().start_solve(l2) if self._preconditions(problem, tight) else None,
-            initial=start.objective_at(l2), f_noise=_TIGHT_F_NOISE if tight else 0.0,
+            initial=start.objective_at(l2), f_noise=_TIGHT_F_NOISE if tight else 0.0, done=done,
         )
         if not torch.isfinite(theta).all():
             raise DataError(f"linear probe diverged at C={C:g} (non-finite weights): check the features' scale")
         W, b = theta[: n_classes * dim].view(n_classes, dim), theta[n_classes * dim :]
         solution = _Solution.at(problem, W, b, (loss, grad), l2)
         solution.tight = tight
-        solution.grad_norm = float(grad.norm(dtype=torch.float64)) if tight else math.inf
         return solution, n_iter
 
     def _store(self, problem: _Problem, solution: _Solution, C: float, n_iter: int) -> None:
@@ -344,7 +365,10 @@ class _Problem:
         # Mean/std in float64 so float32 features with large offsets standardise exactly.
         mean64 = X.mean(axis=0, dtype=np.float64)
         scale64 = X.std(axis=0, dtype=np.float64)
-        scale64[scale64 < 10 * np.finfo(np.float64).eps * np.maximum(1.0, np.abs(mean64))] = 1.0  # constant columns
+        # Constant columns, and columns whose spread is float32 rounding of a constant (relative spread below 1e-5,
+        # ~80 float32 ulps): standardising those would blow rounding noise (another machine's) up to unit variance.
+        constant = scale64 < 10 * np.finfo(np.float64).eps * np.maximum(1.0, np.abs(mean64))
+        scale64[constant | (scale64 < FLOAT32_SPREAD * np.abs(mean64))] = 1.0
         mean = torch.as_tensor(mean64, dtype=dtype, device=device)
         scale = torch.as_tensor(scale64, dtype=dtype, device=device)
         features = (_as_tensor(X, mean) - mean).div_(scale)
@@ -372,7 +396,6 @@ class _Solution:
     ):
         self.W, self.b, self.mean, self.scale, self.data_terms = W, b, mean, scale, data_terms
         self.tight = False  # solved to the probe's reselect_tol (LinearProbe._solve with tight=True)
-        self.grad_norm = math.inf  # ||gradient|| at this point, known for tight solves
 
     def objective_at(self, l2: float) -> tuple[float, torch.Tensor] | None:
         """(objective, gradient) here for penalty `l2`, from the stored data terms (no pass over the data)."""
@@ -557,24 +580,36 @@ def _eigh_with_fallback(matrix: torch.Tensor) -> tuple[torch.Tensor, torch.Tenso
     return torch.linalg.eigh(matrix.double())
 
 
-def _certified_score(
-    metric: Metric, y: np.ndarray, logits: torch.Tensor, radius: torch.Tensor, classes: np.ndarray
-) -> tuple[float, int]:
-    """The val score the exact minimiser is certain to reach, and how many val predictions are uncertain.
+def _margin_errors(
+    problem: _Problem, val_X: torch.Tensor, theta: torch.Tensor, grad: torch.Tensor, C: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each val example's top-two logit margin at `theta`, and how far the remaining distance to the minimiser
+    moves that margin, estimated by the Newton step M^-1 g with the solver's Kronecker-factored curvature M
+    (built at `theta`, with the penalty of C): the a-posteriori error estimate of the solve."""
+    n_classes = len(problem.classes)
+    n_weights = n_classes * problem.X.shape[1]
+    preconditioner = problem.preconditioner().start_solve(1.0 / (C * problem.X.shape[0]))
+    preconditioner._build(theta)
+    step = preconditioner._inverse()(grad)
+    with torch.no_grad():
+        logits = F.linear(val_X, theta[:n_weights].view(n_classes, -1), theta[n_weights:])
+        moves = F.linear(val_X, step[:n_weights].view(n_classes, -1), step[n_weights:])
+        top2 = logits.topk(2, dim=1)
+        margins = (top2.values[:, 0] - top2.values[:, 1]).double()
+        errors = (moves.gather(1, top2.indices[:, :1]) - moves.gather(1, top2.indices[:, 1:])).abs().squeeze(1)
+    return margins, errors.double()
 
-    The objective is (1 / (C n))-strongly convex in the weights, so a point with gradient g lies within
-    ||g|| / mu of the minimiser, and an example's logit differences move by at most 2 ||g|| / mu * ||(x, 1)||
-    (`radius`). An example whose top-two logit margin exceeds that keeps its prediction at the minimiser; the
-    others count as wrong (the worst case). The unpenalised intercepts are counted with the same modulus (their
-    curvature is the data's): an estimate there, not a proof. Ranking metrics (mAP) are scored as they are."""
+
+def _certified_score(
+    metric: Metric, y: np.ndarray, logits: torch.Tensor, uncertain: torch.Tensor, classes: np.ndarray
+) -> tuple[float, int]:
+    """The val score counting each `uncertain` prediction as wrong (the worst case), and how many there are.
+    Ranking metrics (mAP) are scored as they are."""
     scores = logits.cpu().numpy()
     predictions = predictions_for_metric(metric, scores, classes)
-    if metric.needs_scores:
-        return float(metric(y, predictions)), 0
-    top2 = logits.double().topk(2, dim=1).values
-    uncertain = ((top2[:, 0] - top2[:, 1]) <= radius).cpu().numpy()
-    if not uncertain.any():
-        return float(metric(y, predictions)), 0
+    uncertain = uncertain.cpu().numpy()
+    if metric.needs_scores or not uncertain.any():
+        return float(metric(y, predictions)), 0 if metric.needs_scores else int(uncertain.sum())
     runner_up = classes[np.argsort(scores, axis=1)[:, -2]]
     worst = np.where(uncertain & (predictions == y), runner_up, predictions)  # an uncertain right one: wrong
     return float(metric(y, worst)), int(uncertain.sum())
