@@ -110,3 +110,17 @@ def test_seed_labels_parse():
     assert split_seed_label("source:muldip@seed12") == ("source:muldip", 12)
     assert split_seed_label("source:muldip") == ("source:muldip", None)
     assert split_seed_label("net@seedling") == ("net@seedling", None)
+
+
+def test_aggregates_use_only_the_tasks_every_seed_completed(tmp_path, seed_records):
+    missing = tmp_path / "results" / "records" / "source_alpha_seed2" / "digits" / "linear-seed2.json"
+    missing.unlink()
+    board = build_leaderboard([tmp_path / "results"], n_boot=0)
+    assert "linear: mean and mNRG are over 2 task(s) (faces, textures); digits lack some seed of some group" \
+        in board.seed_notes
+    score = {(r.backbone, r.task, r.protocol): r.score for r in seed_records}
+    means = [np.mean([score[(f"source:beta@seed{s}", t, "linear")] for t in ("faces", "textures")]) for s in SEEDS]
+    row = board.seeds.set_index(["protocol", "backbone", "quantity"]).loc[("linear", "source:beta", "mean")]
+    assert row["mean"] == pytest.approx(np.mean(means), abs=1e-9)
+    assert board.seeds.set_index(["protocol", "backbone", "quantity"]).loc[("linear", "source:alpha", "digits"),
+                                                                            "n_seeds"] == 2

@@ -66,6 +66,10 @@ def seed_table(cells: Sequence[Cell], reference: str | None = None,
         groups = {base: per_seed for (p, base), per_seed in by_group.items() if p == protocol}
         complete = [set(tasks) for per_seed in groups.values() for tasks in per_seed.values()]
         common = sorted(t for t in set.intersection(*complete) if (t, protocol) in percent)
+        left_out = sorted({t for t in set.union(*complete) if (t, protocol) in percent} - set(common))
+        if left_out:  # aggregates compare groups on the same tasks only
+            notes.append(f"{protocol}: mean and mNRG are over {len(common)} task(s) "
+                         f"({', '.join(common) or 'none'}); {', '.join(left_out)} lack some seed of some group")
         for base in sorted(groups):
             per_seed = groups[base]
             seeds = sorted(per_seed)
