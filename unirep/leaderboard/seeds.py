@@ -126,9 +126,9 @@ def single_seed_note(backbones: Sequence[str]) -> str | None:
     if not backbones:
         return None
     return (f"{', '.join(backbones)}: one training seed each, so their CIs cover test-example noise only; training "
-            "another seed moves such networks' scores too (the README's source-scheme table measures it over 3 "
-            "seeds), so differences between them are not settled by this table. Train several seeds with "
-            "`seeds: [0, 1, 2]` in the source comparison to get mean ± t-interval rows.")
+            "another seed moves such networks' scores too, so differences between them are not settled by this "
+            "table. Train several seeds with `seeds: [0, 1, 2]` in the source comparison (as "
+            "configs/sources/compare.yaml does) to get mean ± t-interval rows.")
 
 
 def seed_display(table: pd.DataFrame, protocol: str) -> pd.DataFrame:
