@@ -5,8 +5,8 @@ noise with several seeds, give the same C, val score and test score as the unper
 Cases (the cells that moved between an Intel and an AMD machine, and the README's Fashion-MNIST note), features
 through the real backbones at the main job's 64 px: MobileNetV2 on sklearn-digits, raw pixels (32 px) on
 sklearn-digits, MobileNetV2 on a textile-defects subset, and Fashion-MNIST's 28 x 28 pixels. Under the old rule
-(`reselect_margin=None`: the choice on the loose sweep's scores) these perturbations moved C or the test score
-on this machine (see the module's cases for what moved).
+(`reselect_margin=None`: the choice on the loose sweep's scores) these perturbations moved C on the raw-pixel
+and Fashion-MNIST cases on this machine (each case's comment says what moved).
 """
 
 from __future__ import annotations
@@ -29,7 +29,6 @@ from unirep.probes.linear import LinearProbe
 from unirep.tasks import create_task
 
 FASHION_DIR = Path("/usr/share/datasets/fashion-mnist")  # Debian's dataset-fashion-mnist
-NOISE_SEEDS = (0, 1)
 
 
 def _task_features(backbone: str, task: str, sizes: tuple[int, int, int] | None = None, **kwargs) -> Splits:
@@ -62,13 +61,22 @@ def _fashion_pixels() -> Splits:
     return Splits(X[:600], y[:600], X[600:1000], y[600:1000], X[1000:], y[1000:])
 
 
+# case -> (features, metric, noise seeds). Seeds per case fit the time (~190 s for all on the loaded 2-core box,
+# a third of it extraction): each select costs 3-30 s, and the raw-pixel case, the cheapest, gets the most draws.
+# What the old rule did with these very draws on this machine is in the comment of each case.
 CASES = {
+    # old rule: C 0.1 with every seed here (seed 3 of the full task moved it to 0.178, test 94.83 -> 95.0)
     "mobilenetv2-sklearn-digits": (lambda: _task_features("mobilenetv2_100.packaged_in1k", "sklearn-digits",
-                                                          input_size=64), Metric.TOP1),
-    "raw-pixels-sklearn-digits": (lambda: _task_features("raw-pixels", "sklearn-digits", input_size=16), Metric.TOP1),
+                                                          input_size=64), Metric.TOP1, (0,)),
+    # old rule: C 0.562 -> 0.316 with seed 0
+    "raw-pixels-sklearn-digits": (lambda: _task_features("raw-pixels", "sklearn-digits", input_size=16),
+                                  Metric.TOP1, (0, 1, 2)),
+    # old rule: unmoved on this subset; on the full task the test score moved at the same C (60.14 -> 59.79..59.96)
     "mobilenetv2-textile-defects": (lambda: _task_features("mobilenetv2_100.packaged_in1k", "textile-defects",
-                                                           (400, 250, 300), input_size=64), Metric.MEAN_PER_CLASS),
-    "fashion-mnist-28px": (_fashion_pixels, Metric.TOP1),
+                                                           (400, 250, 300), input_size=64), Metric.MEAN_PER_CLASS,
+                                    (0,)),
+    # old rule: C 0.0178 -> 0.0562 with seed 0 (val 79.5 -> 79.75)
+    "fashion-mnist-28px": (_fashion_pixels, Metric.TOP1, (0,)),
 }
 
 
@@ -87,12 +95,12 @@ def select_and_test(splits: Splits, metric: Metric, noise_seed: int | None, **se
 
 @pytest.mark.parametrize("case", list(CASES))
 def test_float32_noise_moves_neither_the_chosen_C_nor_the_test_score(case, one_torch_thread):
-    build, metric = CASES[case]
+    build, metric, noise_seeds = CASES[case]
     splits = build()
     reference, reference_test = select_and_test(splits, metric, None)
     record = reference.selected_params_
     assert record["C"] in record["reselected_Cs"] and record["tie_break"] == "smallest C"
-    for seed in NOISE_SEEDS:
+    for seed in noise_seeds:
         probe, test = select_and_test(splits, metric, seed)
         assert (probe.selected_params_["C"], probe.val_score_, test) == (record["C"], reference.val_score_,
                                                                          reference_test), f"noise seed {seed}"

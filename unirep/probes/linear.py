@@ -35,13 +35,23 @@ choice is therefore made on the exact minimisers' val scores, as far as they can
    `reselect_margin` val examples of the best score so far (tight where known), widened by the largest
    loose-vs-tight difference seen; repeated until no C within reach is left loose. On a peaked curve this is
    one or two Cs, on a flat one the whole flat top;
-3. the choice is the best tight score; exact ties go to the smallest C (the strongest regularisation among
+3. each re-solved score counts as wrong every val prediction the solve cannot vouch for: an example whose
+   top-two margin is within `UNCERTAINTY_FACTOR` (10) times the margin change of the remaining Newton step
+   (M^-1 g, the solver's Kronecker-factored curvature at the solution) could still flip on the way to the
+   minimiser, or on another machine. At moderate C none is uncertain and the score is the exact minimiser's;
+   at very large C on separable data (where no solver gets near the minimiser) most are, so those Cs cannot
+   win on a score that is an artefact of where their solve stopped. A solve stops as soon as none is uncertain;
+4. the choice is the best such score; exact ties go to the smallest C (the strongest regularisation among
    settings the val data cannot tell apart: the simplest model, and the base rule of every probe);
-4. the refit on train+val at that C is solved to `reselect_tol` too, from the selected tight solution, so the
+5. the refit on train+val at that C is solved to `reselect_tol` too, from the selected tight solution, so the
    test score is the exact minimiser's, not where a loose refit stopped.
 
+Feature columns whose spread is float32 rounding of a constant (relative spread below `FLOAT32_SPREAD`) are
+left unscaled: standardising them would turn another machine's rounding noise into unit-variance features.
+
 What was done is recorded in `selected_params_` (a record's `hyperparameters`): the re-solved Cs, the
-tolerance and the tie rule; `sweep_` holds the tight scores of the re-solved Cs and the loose ones elsewhere.
+tolerance, the tie rule and the number of uncertain val predictions at the chosen C; `sweep_` holds the
+re-solved Cs' scores of step 3 and the loose ones elsewhere.
 `reselect_margin=None` restores the loose choice (the behaviour before; noise-sensitive).
 """
 
@@ -61,6 +71,7 @@ from unirep.metrics import Metric
 from unirep.probes import register_probe
 from unirep.probes.base import FeatureSplit, Probe, ProbeInputError, SweepPoint, predictions_for_metric
 from unirep.probes.lbfgs import Objective, minimize_lbfgs
+from unirep.probes.selection import certified_score, margin_errors, one_example_points
 from unirep.runtime import resolve_device
 
 if TYPE_CHECKING:
@@ -218,13 +229,13 @@ class LinearProbe(Probe):
     def _reselect(
         self, problem: _Problem, val_X: torch.Tensor, val: FeatureSplit, metric: Metric, points: list[SweepPoint]
     ) -> list[float]:
-        """Re-solve to `reselect_tol` and re-score with the certified score (`_certified_score`), in place,
+        """Re-solve to `reselect_tol` and re-score with the certified score (`certified_score`), in place,
         every point whose loose score is within reach of the best (module docstring, step 2) until none is left
-        loose. The certainty radius grows in proportion to C (mu = 1 / (C n)), so once a re-solved C has more
+        loose. The uncertainty grows with C (the curvature's floor is 1 / (C n)), so once a re-solved C has more
         than `reselect_margin` uncertain predictions and scores below the best, larger Cs are not re-solved:
-        they keep the certified score of their loose solution (a lower bound too, far below). Returns the
-        re-solved Cs, ascending."""
-        step = _one_example_points(metric, val.y)
+        they keep the step-3 score of their loose solution (far below: most of their predictions are
+        uncertain). Returns the re-solved Cs, ascending."""
+        step = one_example_points(metric, val.y)
         loose_scores = [point.score for point in points]
         tight: dict[int, float] = {}
         moves: list[float] = [0.0]  # |certified - loose| where every val prediction is certified: the loose error
@@ -257,14 +268,14 @@ class LinearProbe(Probe):
     def _certain_on_val(
         self, problem: _Problem, val_X: torch.Tensor, C: float
     ) -> Callable[[torch.Tensor, torch.Tensor], bool]:
-        """A `done` test for a selection re-solve: no val prediction is uncertain (`_margin_errors`), so the
+        """A `done` test for a selection re-solve: no val prediction is uncertain (`margin_errors`), so the
         minimiser's val score is known and solving on to `reselect_tol` would not change it. Checked once the
         gradient is within 100x the tolerance (before, a Newton step moves many margins)."""
 
         def certain(theta: torch.Tensor, grad: torch.Tensor) -> bool:
             if float(grad.abs().max()) > 100 * self.reselect_tol:
                 return False
-            margins, errors = _margin_errors(problem, val_X, theta, grad, C)
+            margins, errors = margin_errors(problem, val_X, theta, grad, C)
             return bool((margins > UNCERTAINTY_FACTOR * errors).all())
 
         return certain
@@ -273,12 +284,12 @@ class LinearProbe(Probe):
         self, problem: _Problem, val_X: torch.Tensor, val: FeatureSplit, metric: Metric, solution: _Solution,
         C: float,
     ) -> tuple[float, int]:
-        """`_certified_score` of `solution` at C; records the number of uncertain val predictions."""
+        """`certified_score` of `solution` at C; records the number of uncertain val predictions."""
         l2 = 1.0 / (C * problem.X.shape[0])
         theta = torch.cat([solution.W.reshape(-1), solution.b])
         grad = solution.objective_at(l2)[1]
-        margins, errors = _margin_errors(problem, val_X, theta, grad, C)
-        score, uncertain = _certified_score(metric, val.y, F.linear(val_X, solution.W, solution.b),
+        margins, errors = margin_errors(problem, val_X, theta, grad, C)
+        score, uncertain = certified_score(metric, val.y, F.linear(val_X, solution.W, solution.b),
                                             margins <= UNCERTAINTY_FACTOR * errors, problem.classes)
         self.uncertain_val_[C] = uncertain
         return score, uncertain
@@ -578,50 +589,6 @@ def _eigh_with_fallback(matrix: torch.Tensor) -> tuple[torch.Tensor, torch.Tenso
     except torch.linalg.LinAlgError:
         pass
     return torch.linalg.eigh(matrix.double())
-
-
-def _margin_errors(
-    problem: _Problem, val_X: torch.Tensor, theta: torch.Tensor, grad: torch.Tensor, C: float
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Each val example's top-two logit margin at `theta`, and how far the remaining distance to the minimiser
-    moves that margin, estimated by the Newton step M^-1 g with the solver's Kronecker-factored curvature M
-    (built at `theta`, with the penalty of C): the a-posteriori error estimate of the solve."""
-    n_classes = len(problem.classes)
-    n_weights = n_classes * problem.X.shape[1]
-    preconditioner = problem.preconditioner().start_solve(1.0 / (C * problem.X.shape[0]))
-    preconditioner._build(theta)
-    step = preconditioner._inverse()(grad)
-    with torch.no_grad():
-        logits = F.linear(val_X, theta[:n_weights].view(n_classes, -1), theta[n_weights:])
-        moves = F.linear(val_X, step[:n_weights].view(n_classes, -1), step[n_weights:])
-        top2 = logits.topk(2, dim=1)
-        margins = (top2.values[:, 0] - top2.values[:, 1]).double()
-        errors = (moves.gather(1, top2.indices[:, :1]) - moves.gather(1, top2.indices[:, 1:])).abs().squeeze(1)
-    return margins, errors.double()
-
-
-def _certified_score(
-    metric: Metric, y: np.ndarray, logits: torch.Tensor, uncertain: torch.Tensor, classes: np.ndarray
-) -> tuple[float, int]:
-    """The val score counting each `uncertain` prediction as wrong (the worst case), and how many there are.
-    Ranking metrics (mAP) are scored as they are."""
-    scores = logits.cpu().numpy()
-    predictions = predictions_for_metric(metric, scores, classes)
-    uncertain = uncertain.cpu().numpy()
-    if metric.needs_scores or not uncertain.any():
-        return float(metric(y, predictions)), 0 if metric.needs_scores else int(uncertain.sum())
-    runner_up = classes[np.argsort(scores, axis=1)[:, -2]]
-    worst = np.where(uncertain & (predictions == y), runner_up, predictions)  # an uncertain right one: wrong
-    return float(metric(y, worst)), int(uncertain.sum())
-
-
-def _one_example_points(metric: Metric, y: np.ndarray) -> float:
-    """The largest change of `metric` (points) one val example can make: 100 / n for top-1, 100 / (classes *
-    smallest class) for mean per-class accuracy."""
-    if metric == Metric.MEAN_PER_CLASS:
-        _, counts = np.unique(y, return_counts=True)
-        return 100.0 / (len(counts) * counts.min())
-    return 100.0 / len(y)
 
 
 def _as_tensor(X: np.ndarray, like: torch.Tensor) -> torch.Tensor:

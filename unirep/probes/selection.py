@@ -1,0 +1,61 @@
+"""What the linear probe's noise-stable selection (unirep.probes.linear, module docstring) needs besides the
+solver: how far a solve is from its minimiser on each val prediction, the score that counts the uncertain ones
+wrong, and what one val example is worth in metric points."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from unirep.metrics import Metric
+from unirep.probes.base import predictions_for_metric
+
+
+def margin_errors(
+    problem: Any, val_X: torch.Tensor, theta: torch.Tensor, grad: torch.Tensor, C: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each val example's top-two logit margin at `theta`, and how far the remaining distance to the minimiser
+    moves that margin, estimated by the Newton step M^-1 g with the solver's Kronecker-factored curvature M
+    (built at `theta`, with the penalty of C): the a-posteriori error estimate of the solve."""
+    n_classes = len(problem.classes)
+    n_weights = n_classes * problem.X.shape[1]
+    preconditioner = problem.preconditioner().start_solve(1.0 / (C * problem.X.shape[0]))
+    preconditioner._build(theta)
+    step = preconditioner._inverse()(grad)
+    with torch.no_grad():
+        logits = F.linear(val_X, theta[:n_weights].view(n_classes, -1), theta[n_weights:])
+        moves = F.linear(val_X, step[:n_weights].view(n_classes, -1), step[n_weights:])
+        top2 = logits.topk(2, dim=1)
+        margins = (top2.values[:, 0] - top2.values[:, 1]).double()
+        errors = (moves.gather(1, top2.indices[:, :1]) - moves.gather(1, top2.indices[:, 1:])).abs().squeeze(1)
+    return margins, errors.double()
+
+
+def certified_score(
+    metric: Metric, y: np.ndarray, logits: torch.Tensor, uncertain: torch.Tensor, classes: np.ndarray
+) -> tuple[float, int]:
+    """The val score counting each `uncertain` prediction as wrong (the worst case), and how many there are.
+    Ranking metrics (mAP) are scored as they are."""
+    scores = logits.cpu().numpy()
+    predictions = predictions_for_metric(metric, scores, classes)
+    uncertain = uncertain.cpu().numpy()
+    if metric.needs_scores or not uncertain.any():
+        return float(metric(y, predictions)), 0 if metric.needs_scores else int(uncertain.sum())
+    runner_up = classes[np.argsort(scores, axis=1)[:, -2]]
+    worst = np.where(uncertain & (predictions == y), runner_up, predictions)  # an uncertain right one: wrong
+    return float(metric(y, worst)), int(uncertain.sum())
+
+
+def one_example_points(metric: Metric, y: np.ndarray) -> float:
+    """The largest change of `metric` (points) one val example can make: 100 / n for top-1, 100 / (classes *
+    smallest class) for mean per-class accuracy."""
+    if metric == Metric.MEAN_PER_CLASS:
+        _, counts = np.unique(y, return_counts=True)
+        return 100.0 / (len(counts) * counts.min())
+    return 100.0 / len(y)
+
+
+__all__ = ["certified_score", "margin_errors", "one_example_points"]
