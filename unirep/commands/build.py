@@ -35,7 +35,8 @@ class BuildCommand(Command):
                             help="check the records as a submission first (schema, committed split manifests, "
                                  "selection on val) and write nothing if any fails")
         parser.add_argument("--manifests", metavar="DIR",
-                            help="committed split manifests for --validate; unset: the manifests unirep ships (tasks/manifests)")
+                            help="committed split manifests for --validate; unset: the manifests unirep ships "
+                            "(tasks/manifests)")
 
     def run(self, args: argparse.Namespace) -> int:
         from unirep.leaderboard import build_leaderboard, write_leaderboard
