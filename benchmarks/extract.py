@@ -25,12 +25,18 @@ from unirep.tasks import create_task  # noqa: E402
 
 
 def bare_forward_images_per_second(backbone, batch: torch.Tensor, n_images: int, settings) -> float:
+    """`backbone(batch)` repeated over `n_images` images on the settings' device, copied back to the CPU like the
+    pipeline's features (benchmarks/loader.py uses it too)."""
     device = settings.resolved_device()
     backbone.eval().to(device)
+    batch = batch.to(device)
     if settings.channels_last:
+        backbone.to(memory_format=torch.channels_last)
         batch = batch.contiguous(memory_format=torch.channels_last)
     with torch.inference_mode(), settings.autocast(device):
-        backbone(batch)  # warm-up
+        backbone(batch)  # warm-up (cuDNN autotuning, allocator)
+        if device.type == "cuda":
+            torch.cuda.synchronize()
         start, done = time.perf_counter(), 0
         while done < n_images:
             backbone(batch).float().cpu()

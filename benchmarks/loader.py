@@ -29,6 +29,8 @@ from PIL import Image
 
 os.environ.setdefault("UNIREP_QUIET", "1")  # no progress bars between the figures
 
+from extract import bare_forward_images_per_second  # noqa: E402  (benchmarks/ is on sys.path when run as a script)
+
 from unirep.backbones import create_backbone  # noqa: E402
 from unirep.features import ExtractionSettings, extract_features, image_batches  # noqa: E402
 from unirep.tasks.base import ImageSet  # noqa: E402
@@ -75,25 +77,6 @@ def loader_images_per_second(images: ImageSet, backbone, batch_size: int, worker
     return done / (time.perf_counter() - start)
 
 
-def bare_forward_images_per_second(backbone, n_images: int, settings: ExtractionSettings) -> float:
-    device = settings.resolved_device()
-    size = backbone.data_config.input_size
-    batch = torch.randn(settings.batch_size, 3, size, size, device=device)
-    backbone.eval().to(device)
-    if settings.channels_last:
-        backbone.to(memory_format=torch.channels_last)
-        batch = batch.contiguous(memory_format=torch.channels_last)
-    with torch.inference_mode(), settings.autocast(device):
-        backbone(batch)  # warm-up (cuDNN autotuning, allocator)
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        start, done = time.perf_counter(), 0
-        while done < n_images:
-            backbone(batch).float().cpu()
-            done += len(batch)
-    return done / (time.perf_counter() - start)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--backbone", default="random:resnet50", help="random weights are fine for throughput")
@@ -117,7 +100,9 @@ def main() -> None:
         settings = ExtractionSettings(batch_size=args.batch_size, num_workers=workers, device=args.device,
                                       precision=args.precision, channels_last=args.channels_last)
         loader = loader_images_per_second(images, backbone, args.batch_size, workers)
-        bare = bare_forward_images_per_second(backbone, len(images), settings)
+        size = backbone.data_config.input_size
+        bare = bare_forward_images_per_second(backbone, torch.randn(args.batch_size, 3, size, size), len(images),
+                                              settings)
         pipeline = len(images) / extract_features(backbone, images, settings).seconds
         verdict = "the loader limits" if loader < bare else "the model limits"
         print(f"workers={workers}: loader {loader:7.1f} img/s, bare forward {bare:7.1f} img/s, pipeline "
