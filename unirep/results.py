@@ -10,11 +10,12 @@ import json
 import os
 import re
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import MISSING, asdict, dataclass, field, fields
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TypeVar
 
 try:
     import fcntl
@@ -25,6 +26,7 @@ from unirep.errors import DataError
 from unirep.fileio import atomic_write_json
 
 SCHEMA_VERSION = 1
+T = TypeVar("T")
 
 
 @dataclass
@@ -96,26 +98,36 @@ def write_record(out_dir: str | Path, record: ResultRecord) -> Path:
     return atomic_write_json(path, record.to_dict())
 
 
-def read_record(path: str | Path) -> ResultRecord:
+def read_json_object(path: str | Path, kind: str = "record", article: str = "a") -> dict:
+    """The JSON object stored at `path` (a record of some kind); one DataError naming the file otherwise."""
     try:
         raw = json.loads(Path(path).read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError) as exc:
-        raise DataError(f"{path}: not a readable JSON record ({exc})") from None
+        raise DataError(f"{path}: not a readable JSON {kind} ({exc})") from None
     if not isinstance(raw, dict):
-        raise DataError(f"{path}: a record must be a JSON object")
-    return ResultRecord.from_dict(raw, where=str(path))
+        raise DataError(f"{path}: {article} {kind} must be a JSON object")
+    return raw
 
 
-def existing_record(path: str | Path) -> ResultRecord | None:
-    """The finished record at `path`, or None: none there, or an unreadable one (named on stderr, then computed
-    again by the caller and replaced atomically; a torn or hand-broken file must not stop a resumed run)."""
+def read_record(path: str | Path) -> ResultRecord:
+    return ResultRecord.from_dict(read_json_object(path), where=str(path))
+
+
+def existing_or_none(path: str | Path, read: Callable[[str | Path], T]) -> T | None:
+    """`read(path)`, or None: none there, or an unreadable file (named on stderr, then computed again by the caller
+    and replaced atomically; a torn or hand-broken file must not stop a resumed run)."""
     if not Path(path).exists():
         return None
     try:
-        return read_record(path)
+        return read(path)
     except DataError as exc:
         print(f"unirep: {exc}; computing it again", file=sys.stderr)
         return None
+
+
+def existing_record(path: str | Path) -> ResultRecord | None:
+    """The finished record at `path`, or None (absent, or unreadable: named on stderr and computed again)."""
+    return existing_or_none(path, read_record)
 
 
 @contextmanager

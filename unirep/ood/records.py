@@ -4,15 +4,13 @@ never mistakes them for probe records). Per-example test scores are kept, so boo
 
 from __future__ import annotations
 
-import json
-import sys
 from dataclasses import MISSING, asdict, dataclass, field, fields
 from datetime import UTC, datetime
 from pathlib import Path
 
 from unirep.errors import DataError
 from unirep.fileio import atomic_write_json
-from unirep.results import slug
+from unirep.results import existing_or_none, read_json_object, slug
 
 OOD_SCHEMA_VERSION = 1
 RECORDS_FOLDER = "ood-records"
@@ -79,24 +77,12 @@ def write_ood_record(out_dir: str | Path, record: OodRecord) -> Path:
 
 
 def read_ood_record(path: str | Path) -> OodRecord:
-    try:
-        raw = json.loads(Path(path).read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as exc:
-        raise DataError(f"{path}: not a readable JSON OoD record ({exc})") from None
-    if not isinstance(raw, dict):
-        raise DataError(f"{path}: an OoD record must be a JSON object")
-    return OodRecord.from_dict(raw, where=str(path))
+    return OodRecord.from_dict(read_json_object(path, "OoD record", "an"), where=str(path))
 
 
 def existing_ood_record(path: str | Path) -> OodRecord | None:
     """The finished record at `path`, or None (absent, or unreadable: named on stderr and computed again)."""
-    if not Path(path).exists():
-        return None
-    try:
-        return read_ood_record(path)
-    except DataError as exc:
-        print(f"unirep: {exc}; computing it again", file=sys.stderr)
-        return None
+    return existing_or_none(path, read_ood_record)
 
 
 def load_ood_records(root: str | Path) -> list[OodRecord]:
