@@ -208,8 +208,11 @@ def extract_sharded(backbone: Backbone, images: ImageSet, settings: ExtractionSe
         return world.on_zero(lambda: extract_features(backbone, images, settings, with_source_logits, description))
     start = time.perf_counter()
     part = images.subset(np.asarray(world.shard(len(images)), dtype=np.int64))
-    mine = world.each(lambda: extract_features(backbone, part, settings, with_source_logits,
-                                               f"{description} [rank {world.rank}]"))[world.rank]
+    # `each` only shares whether every rank's part succeeded (each value is None): the features travel once, below.
+    done: list[ExtractedSplit] = []
+    world.each(lambda: done.append(extract_features(backbone, part, settings, with_source_logits,
+                                                    f"{description} [rank {world.rank}]")))
+    mine = done[0]
     features = world.gather_rows(mine.features)
     logits = world.gather_rows(mine.source_logits) if mine.source_logits is not None else None
     return ExtractedSplit(features, np.asarray(images.labels), logits, time.perf_counter() - start,
