@@ -291,13 +291,14 @@ def is_global_zero() -> bool:
     return current_world().is_zero and launched_as_zero()
 
 
-def _task_features(task, splits) -> TaskFeatures:
+def _task_features(task, splits, backbone=None) -> TaskFeatures:
     return TaskFeatures(
         train=FeatureSplit(splits["train"].features, splits["train"].labels),
         val=FeatureSplit(splits["val"].features, splits["val"].labels),
         test=SealedSplit(splits["test"].features, splits["test"].labels),
         source_logits={s: splits[s].source_logits for s in ("train", "val") if splits[s].source_logits is not None},
         ids={s: task.manifest.splits[s] for s in ("train", "val")},
+        task=task.name, class_names=tuple(task.card.classes), backbone=backbone,
     )
 
 
@@ -308,7 +309,7 @@ def _task_images(task, backbone) -> TaskImages:
 
 def _run_job(job, task, backbone, splits, extract_seconds, protocol, cfg, versions, rank=None) -> ResultRecord:
     torch.manual_seed(job.seed)
-    data = _task_images(task, backbone) if protocol.needs_images else _task_features(task, splits)
+    data = _task_images(task, backbone) if protocol.needs_images else _task_features(task, splits, backbone)
     fault_point("probe")
     start = time.perf_counter()
     outcome = protocol.run(data, Metric(task.card.metric), job.seed)

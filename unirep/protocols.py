@@ -36,6 +36,11 @@ class TaskFeatures:
     test: SealedSplit
     source_logits: dict[str, np.ndarray] = field(default_factory=dict)
     ids: dict[str, list[str]] = field(default_factory=dict)  # example ids of train/val (manifest order)
+    # Where the features come from, for protocols that read more than features (zero-shot: the text tower and the
+    # class names); None / empty when a caller builds TaskFeatures from arrays alone.
+    task: str | None = None
+    class_names: tuple[str, ...] = ()
+    backbone: Backbone | None = None
 
 
 class SealedImages:
@@ -131,7 +136,7 @@ def _import_protocols() -> None:
         importlib.import_module(module)
 
 
-PROTOCOL_MODULES = ("unirep.fewshot", "unirep.finetune.protocol", "unirep.estimators.protocol")
+PROTOCOL_MODULES = ("unirep.fewshot", "unirep.finetune.protocol", "unirep.estimators.protocol", "unirep.zero_shot")
 
 
 def _probe_outcome(probe, data: TaskFeatures, metric: Metric) -> ProtocolOutcome:
