@@ -35,4 +35,5 @@ COMMAND_MODULES = (
     "unirep.commands.score",
     "unirep.commands.finetune",
     "unirep.commands.ood",
+    "unirep.commands.inspect",
 )

@@ -16,6 +16,7 @@ LISTERS = {
     "probes": "unirep.commands.listing:_list_probes",
     "protocols": "unirep.commands.listing:_list_protocols",
     "schemes": "unirep.sources.schemes:list_schemes",
+    "sections": "unirep.inspect:list_sections",
 }
 
 
@@ -37,7 +38,7 @@ def _list_protocols(pattern: str = "*") -> list[str]:
 
 @register_command("list")
 class ListCommand(Command):
-    help = "List registered backbones, tasks, suites, probes or protocols (glob pattern optional)."
+    help = "List registered backbones, tasks, suites, probes, protocols, schemes or inspect sections (glob optional)."
 
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
         parser.add_argument("kind", choices=sorted(LISTERS))
