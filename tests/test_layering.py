@@ -22,7 +22,7 @@ PACKAGE = ROOT / "unirep"
 # What sits on top of the pipeline: the CLI, its commands and the main job (`unirep run`) may use everything.
 TOP = ("unirep.cli", "unirep.commands", "unirep.pipeline")
 # What reads the pipeline's results and is never imported by it (future report packages join this tuple).
-REPORTS = ("unirep.leaderboard", "unirep.reports")
+REPORTS = ("unirep.leaderboard", "unirep.reports", "unirep.inspect")
 
 # (importers, forbidden, why): no module under an importer prefix imports a module under a forbidden prefix.
 # An importer given as "*-except:<prefixes>" means every module of the package except those.
