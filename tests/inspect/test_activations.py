@@ -1,0 +1,136 @@
+"""Dead and dormant units (unirep.unit_stats) and the `activations` report section: values checked against direct
+counts on hand-made activations, a unit forced dead through its weights, ViT tokens reshaped to maps."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import timm
+import torch
+from torch import nn
+
+from unirep.unit_stats import (
+    activation_layers,
+    assign_stages,
+    dormant_ratio,
+    measure_unit_stats,
+    summarize,
+    tokens_to_maps,
+)
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def by_name(stats):
+    return {s.name: s for s in stats}
+
+
+def test_a_unit_forced_dead_is_reported_dead_and_a_live_one_is_not():
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(3, 6, 3, padding=1), nn.ReLU(), nn.Conv2d(6, 4, 3), nn.ReLU())
+    with torch.no_grad():
+        net[0].weight[0].zero_()
+        net[0].bias[0] = -1.0  # pre-activation -1 everywhere: channel 0 is zero after the ReLU on every input
+        net[0].weight[1].zero_()
+        net[0].bias[1] = 0.5  # constant 0.5: alive on every input
+    images = torch.randn(40, 3, 8, 8)
+    stats = by_name(measure_unit_stats(net, [images[:25], images[25:]]))
+    first = stats["1"]
+    assert first.inputs == 40 and first.channels == 6 and first.kind == "rectifier"
+    assert first.zero_fraction[0] == 1.0 and first.zero_fraction[1] == 0.0
+    dead = first.dead(0.99)
+    assert dead[0] and not dead[1]
+    summary = summarize(list(stats.values()))
+    row = next(r for r in summary["layers"] if r["name"] == "1")
+    assert 0 in row["dead_channels"] and 1 not in row["dead_channels"]
+    assert row["dormant_ratio"]["0.0"] >= 1 / 6  # a dead unit is dormant at tau = 0 too
+
+
+def test_dead_share_equals_a_direct_count_on_a_hand_made_activation_tensor():
+    # Channel c's map is exactly zero on zero_inputs[c] of the 200 inputs, positive elsewhere (one pixel suffices).
+    generator = torch.Generator().manual_seed(1)
+    zero_inputs = [200, 199, 198, 150, 3, 0]
+    acts = torch.zeros(200, len(zero_inputs), 5, 5)
+    for c, k in enumerate(zero_inputs):
+        alive = torch.randperm(200, generator=generator)[k:]
+        pixel = torch.randint(25, (len(alive),), generator=generator)
+        acts[alive, c, pixel // 5, pixel % 5] = torch.rand(len(alive), generator=generator) + 0.1
+    relu_only = nn.Sequential(nn.ReLU())
+    stats = measure_unit_stats(relu_only, acts.split(64))[0]
+    direct = (acts.flatten(2) == 0).all(dim=2).float().mean(dim=0).numpy()
+    np.testing.assert_allclose(stats.zero_fraction, direct)
+    np.testing.assert_allclose(stats.zero_fraction, np.array(zero_inputs) / 200)
+    for q in (0.99, 0.995, 1.0, 0.7):
+        expected = float(np.mean(np.array(zero_inputs) / 200 >= q))
+        assert summarize([stats], dead_quantile=q)["layers"][0]["dead_share"] == pytest.approx(expected)
+    assert summarize([stats], dead_quantile=0.99)["layers"][0]["dead_share"] == pytest.approx(3 / 6)  # 200, 199, 198
+
+
+def test_dormant_ratio_equals_sokar_et_al_formula_for_any_activation():
+    torch.manual_seed(2)
+    x = torch.randn(64, 8, 6, 6)
+    x[:, 3] *= 0.01  # planted near-silent units
+    x[:, 5] *= 0.05
+    for activation in (nn.SiLU(), nn.GELU(), nn.ReLU()):
+        stats = measure_unit_stats(nn.Sequential(activation), [x[:30], x[30:]])[0]
+        a = activation(x).abs().double()
+        mean_abs = a.mean(dim=(0, 2, 3)).numpy()
+        score = mean_abs / mean_abs.mean()
+        np.testing.assert_allclose(stats.mean_abs, mean_abs, rtol=1e-6)
+        row = summarize([stats], dormant_taus=(0.0, 0.1, 0.5))["layers"][0]
+        for tau in (0.0, 0.1, 0.5):
+            assert row["dormant_ratio"][str(tau)] == pytest.approx(float(np.mean(score <= tau)))
+        assert dormant_ratio(mean_abs, 0.1) == pytest.approx(float(np.mean(score <= 0.1)))
+        if isinstance(activation, nn.ReLU):
+            assert row["dead_share"] is not None
+        else:  # no exact zeros: only the dormant ratio applies
+            assert row["kind"] == "smooth" and row["dead_share"] is None and row["dead_channels"] is None
+    assert float(np.mean(score <= 0.1)) >= 2 / 8  # the planted units are dormant at tau 0.1
+
+
+def test_vit_tokens_become_maps_on_the_patch_grid_with_the_class_token_dropped():
+    b, grid, channels = 2, (3, 4), 5
+    tokens = torch.zeros(b, 1 + grid[0] * grid[1], channels)
+    tokens[:, 0, :] = 99.0  # class token: must not appear in the map
+    tokens[1, 1 + 2 * grid[1] + 1, 3] = 7.0  # patch (row 2, col 1), channel 3 of the second image
+    maps = tokens_to_maps(tokens, num_prefix_tokens=1, grid=grid)
+    assert maps.shape == (b, channels, *grid)
+    assert maps[1, 3, 2, 1] == 7.0 and maps.abs().sum() == 7.0
+    with pytest.raises(ValueError, match="square"):
+        tokens_to_maps(tokens, 1)  # 12 patches: not a square without the grid
+
+
+def test_hooks_on_a_real_vit_measure_its_mlp_activations_as_patch_maps():
+    torch.manual_seed(0)
+    vit = timm.create_model("test_vit", num_classes=0)
+    layers = activation_layers(vit)
+    assert layers and all(layer.kind == "smooth" and layer.module_type == "GELU" for layer in layers)
+    assert [layer.stage for layer in layers] == [f"blocks.{i}" for i in range(len(layers))]
+    stats = measure_unit_stats(vit, [torch.randn(2, 3, 160, 160)])
+    hidden = vit.blocks[0].mlp.fc1.out_features
+    assert all(s.map_size == tuple(vit.patch_embed.grid_size) and s.channels == hidden for s in stats)
+    assert summarize(stats)["dead_share_applies"] is False
+
+
+def test_a_module_called_twice_per_forward_is_two_sites_and_stages_follow_feature_info():
+    class SharedRelu(nn.Module):  # torchvision's ResNet blocks call one ReLU module twice
+        def __init__(self):
+            super().__init__()
+            self.conv, self.relu = nn.Conv2d(3, 4, 1), nn.ReLU()
+
+        def forward(self, x):
+            return self.relu(-self.relu(self.conv(x)))  # the second call sees <= 0 inputs: always dead
+
+    stats = by_name(measure_unit_stats(SharedRelu(), [torch.randn(8, 3, 4, 4)]))
+    assert set(stats) == {"relu", "relu#2"}
+    assert stats["relu#2"].zero_fraction.tolist() == [1.0] * 4
+    resnet = timm.create_model("resnet18")
+    names = [layer.name for layer in activation_layers(resnet)]
+    stages = assign_stages(resnet, names)
+    assert stages["act1"] == "act1" and stages["layer1.0.act1"] == "layer1" and stages["layer4.1.act2"] == "layer4"
