@@ -152,11 +152,19 @@ class TextTower:
     which nothing trains, and the backbone's parameters are the image tower's.
     """
 
-    def __init__(self, model: nn.Module, tokenizer: Callable, architecture: str, weights_id: str):
+    def __init__(self, model: nn.Module, architecture: str, weights_id: str):
         self.model = model.eval().requires_grad_(False)
-        self.tokenizer = tokenizer
         self.architecture = architecture
         self.weights_id = weights_id
+        self._tokenizer: Callable | None = None
+
+    @property
+    def tokenizer(self) -> Callable:
+        # Made on first use: reading the BPE vocabulary is most of a small backbone's build time.
+        if self._tokenizer is None:
+            with hub_offline():
+                self._tokenizer = _open_clip().get_tokenizer(self.architecture)
+        return self._tokenizer
 
     def __deepcopy__(self, memo: dict) -> TextTower:
         return self
@@ -303,20 +311,20 @@ def create_clip_backbone(name: str, *, pretrained: bool = False, weights: str | 
     parsed.register()
     tag_cfg = parsed.pretrained_cfg()
     quick_gelu = bool(tag_cfg.get("quick_gelu", False))
+    path = None
+    if not name.startswith("random:"):
+        # Found (or fetched) before the model is built: a missing file or an offline hub fails in a second.
+        path = Path(weights).expanduser() if weights is not None else download_tag_weights(parsed, tag_cfg)
+        refuse_torchscript(path)
     open_clip = _open_clip()
     with hub_offline(), torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = _create_model(open_clip, parsed, quick_gelu, input_size)
-        tokenizer = open_clip.get_tokenizer(parsed.arch)
-    if name.startswith("random:"):
-        weights_id = f"random:seed={seed}"
-    else:
-        path = Path(weights).expanduser() if weights is not None else download_tag_weights(parsed, tag_cfg)
-        weights_id = load_clip_weights(model, path)
+    weights_id = f"random:seed={seed}" if path is None else load_clip_weights(model, path)
     data_config = _data_config(name, model, tag_cfg, input_size, data_overrides)
     visual = model.visual
     model.visual = nn.Identity()  # the text tower keeps everything else (open_clip's encode_text needs no image tower)
-    text = TextTower(model, tokenizer, parsed.arch, weights_id)
+    text = TextTower(model, parsed.arch, weights_id)
     return ClipBackbone(name, visual, text, data_config, weights_id, layer, architecture=parsed.arch,
                         quick_gelu=quick_gelu)
 
