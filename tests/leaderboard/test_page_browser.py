@@ -1,5 +1,6 @@
 """The leaderboard page in a real browser: headless Chromium (Debian's chromium + chromium-driver) opens it from
-disk with no network, logs no console error, shows every row, and sorts when a header is clicked."""
+disk with no network, logs no console error, shows every row, sorts when a header is clicked, and shows the OoD
+section's tables as built."""
 
 from __future__ import annotations
 
@@ -9,8 +10,10 @@ from pathlib import Path
 
 import pytest
 from leaderboard_records import SUITES
+from ood_leaderboard_records import OOD_BENCHMARK, write_ood_grid
 
 from unirep.leaderboard import build_leaderboard, write_leaderboard
+from unirep.leaderboard.ood_section import ood_display
 from unirep.leaderboard.page import TABLE_ID, page_frame
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -79,6 +82,7 @@ def number(text: str) -> float:
 
 
 def test_page_loads_sorts_and_shows_every_row(results_dir, tmp_path, browser):
+    write_ood_grid(results_dir)
     board = build_leaderboard([results_dir], reference="raw-pixels", suites=SUITES, n_boot=100)
     out = tmp_path / "lb"
     write_leaderboard(board, out)
@@ -124,3 +128,14 @@ def test_page_loads_sorts_and_shows_every_row(results_dir, tmp_path, browser):
     WebDriverWait(browser, 10).until(lambda d: len(column_texts(d, 1)) == linear)
     assert set(column_texts(browser, visible.index("protocol"))) == {"linear"}
     assert [e for e in browser.get_log("browser") if e["level"] == "SEVERE"] == []
+
+    # The OoD section: its heading, and each benchmark's table with every (backbone, classifier, score) row and the
+    # cells (near / far AUROC and FPR95 with CIs) exactly as built, rendered as the browser shows them.
+    ood = build_leaderboard([results_dir], n_boot=100).ood
+    expected = ood_display(ood, OOD_BENCHMARK)
+    assert browser.execute_script("return document.querySelector('#ood-detection').textContent") == "OoD detection"
+    rendered = browser.execute_script(
+        f"return Array.from(document.querySelectorAll('table.ood[data-benchmark=\"{OOD_BENCHMARK}\"] tr')).map("
+        "row => Array.from(row.children).map(cell => cell.innerText));")
+    assert rendered[0] == list(expected.columns)
+    assert rendered[1:] == expected.values.tolist() and len(rendered) == 1 + 4

@@ -18,6 +18,7 @@ from unirep.leaderboard.agreement import agreement_table
 from unirep.leaderboard.blocks import aggregates_table, build_blocks, task_suites
 from unirep.leaderboard.markdown import render_markdown
 from unirep.leaderboard.model import Leaderboard, headline_block
+from unirep.leaderboard.ood_section import ood_table
 from unirep.leaderboard.seeds import seed_table, single_seed_backbones
 from unirep.leaderboard.tables import Cell, config_digest, group_cells, long_table, wide_table
 from unirep.leaderboard.validate import record_files, schema_problems
@@ -25,7 +26,7 @@ from unirep.results import ResultRecord, read_record
 from unirep.tasks.base import CARDS_DIR
 
 OUTPUT_FILES = ("index.html", "leaderboard.md", "results-long.csv", "results-wide.csv", "aggregates.csv",
-                "agreement.csv", "seeds.csv")
+                "agreement.csv", "seeds.csv", "ood.csv")
 CSV_DECIMALS = 4
 
 __all__ = ["OUTPUT_FILES", "Leaderboard", "build_leaderboard", "headline_block", "read_results", "write_leaderboard"]
@@ -95,6 +96,7 @@ def build_leaderboard(
     long = long_table(cells, n_boot, level, seed)
     agreement, agreement_notes = agreement_table(cells)
     seeds, seed_notes = seed_table(cells, reference, level)
+    ood, ood_notes = ood_table(results_dirs, n_boot, level, seed)
     return Leaderboard(
         cells=cells,
         long=long,
@@ -102,7 +104,7 @@ def build_leaderboard(
         blocks=blocks,
         aggregates=aggregates_table(blocks),
         skipped=skipped,
-        notes=notes + agreement_notes,
+        notes=notes + agreement_notes + ood_notes,
         reference=reference,
         axis=axis,
         axis_values=axis_values(cells, axis),
@@ -114,6 +116,7 @@ def build_leaderboard(
         seeds=seeds,
         seed_notes=seed_notes,
         single_seed=single_seed_backbones(cells),
+        ood=ood,
     )
 
 
@@ -155,6 +158,7 @@ def write_leaderboard(board: Leaderboard, out: str | Path) -> list[Path]:
         atomic_write_text(out / "aggregates.csv", _csv(board.aggregates)),
         atomic_write_text(out / "agreement.csv", _csv(board.agreement)),
         atomic_write_text(out / "seeds.csv", _csv(board.seeds)),
+        atomic_write_text(out / "ood.csv", _csv(board.ood)),
         atomic_write_text(out / "leaderboard.md", render_markdown(board)),
     ]
     paths.extend(write_assets(out))

@@ -8,6 +8,7 @@ import pandas as pd
 from unirep.leaderboard.agreement import agreement_matrix, reference_protocols
 from unirep.leaderboard.blocks import ALL_TASKS, Block
 from unirep.leaderboard.model import SHOWN_AGGREGATES, Leaderboard
+from unirep.leaderboard.ood_section import ood_markdown
 from unirep.leaderboard.seeds import seed_display, single_seed_note
 
 
@@ -29,6 +30,7 @@ def render_markdown(board: Leaderboard) -> str:
             lines += ["", *(f"- {note}" for note in [*([one_seed] if one_seed else []), *block.notes])]
     lines += seed_section(board)
     lines += agreement_section(board)
+    lines += ood_markdown(board.ood, board.level, board.n_boot)
     if board.skipped:
         lines += ["", f"Skipped {len(board.skipped)} malformed record(s):", ""]
         lines += [f"- `{path}`: {reason}" for path, reason in board.skipped]

@@ -12,6 +12,7 @@ import pandas as pd
 
 from unirep.leaderboard.agreement import AGREEMENT_COLUMNS
 from unirep.leaderboard.blocks import ALL_TASKS, Block, protocol_order
+from unirep.leaderboard.ood_section import empty_ood_table
 from unirep.leaderboard.seeds import SEED_COLUMNS
 from unirep.leaderboard.tables import Cell
 
@@ -36,6 +37,7 @@ class Leaderboard:
         seeds: backbones labelled `<name>@seed<k>` grouped over their training seeds, mean ± t-interval per task
             and aggregate (`unirep.leaderboard.seeds`); empty when there are none. seed_notes: what it left out.
         single_seed: backbones unirep trained that have one training seed (their rows get a note saying so).
+        ood: the OoD detection rows (`unirep.leaderboard.ood_section`), from the runs' ood-records/; empty without.
     """
 
     cells: list[Cell]
@@ -56,6 +58,7 @@ class Leaderboard:
     seeds: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=SEED_COLUMNS))
     seed_notes: list[str] = field(default_factory=list)
     single_seed: list[str] = field(default_factory=list)
+    ood: pd.DataFrame = field(default_factory=empty_ood_table)
 
     @property
     def protocols(self) -> list[str]:

@@ -27,6 +27,7 @@ from unirep.fileio import atomic_write_text
 from unirep.leaderboard.agreement import agreement_matrix, reference_protocols
 from unirep.leaderboard.blocks import Block
 from unirep.leaderboard.model import SHOWN_AGGREGATES, Leaderboard, headline_block
+from unirep.leaderboard.ood_section import OOD_TEXT, ood_page_tables
 from unirep.leaderboard.seeds import seed_display, single_seed_note
 from unirep.leaderboard.tables import Cell, shown_versions
 from unirep.resources import TEMPLATES_DIR
@@ -67,6 +68,8 @@ def render_page(board: Leaderboard) -> str:
         plotly_src=f"assets/{plotly_asset_name()}",
         agreement=agreement_tables(board),
         seed_tables=seed_tables(board),
+        ood_tables=ood_page_tables(board.ood),
+        ood_text=OOD_TEXT.replace("`", "").format(level=f"{100 * board.level:g}", n_boot=board.n_boot),
         one_seed_note=single_seed_note(board.single_seed),
     )
 

@@ -32,32 +32,45 @@ METRICS = tuple(CONVENTIONS)
 RECALL = 0.95
 
 
-def _curve(positive: np.ndarray, negative: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Cumulative (true positives, false positives) at each distinct threshold, highest score first."""
+def _curve(positive: np.ndarray, negative: np.ndarray, positive_counts: np.ndarray | None = None,
+           negative_counts: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Cumulative (true positives, false positives) at each distinct threshold, highest score first.
+
+    With counts ((R, n) arrays: how often each example is drawn in each of R resamples), the curves of the R
+    weighted sets, shape (R, thresholds); without, each example counts once (shape (thresholds,))."""
     scores = np.concatenate([positive, negative])
     is_positive = np.concatenate([np.ones(len(positive), bool), np.zeros(len(negative), bool)])
     order = np.argsort(-scores, kind="mergesort")
     scores, is_positive = scores[order], is_positive[order]
     last_of_each_value = np.r_[np.flatnonzero(np.diff(scores)), len(scores) - 1]
-    tps = np.cumsum(is_positive)[last_of_each_value]
-    return tps, last_of_each_value + 1 - tps
+    if positive_counts is None:
+        tps = np.cumsum(is_positive)[last_of_each_value]
+        return tps, last_of_each_value + 1 - tps
+    counts = np.concatenate([positive_counts, negative_counts], axis=1)[:, order].astype(np.float64)
+    tps = np.cumsum(counts * is_positive, axis=1)[:, last_of_each_value]
+    return tps, np.cumsum(counts, axis=1)[:, last_of_each_value] - tps
 
 
-def _auroc(tps: np.ndarray, fps: np.ndarray) -> float:
-    tpr = np.r_[0.0, tps / tps[-1]]
-    fpr = np.r_[0.0, fps / fps[-1]]
-    return float(np.sum(np.diff(fpr) * (tpr[1:] + tpr[:-1]) / 2))
+def _auroc(tps: np.ndarray, fps: np.ndarray) -> np.ndarray:
+    tpr = _with_origin(tps / tps[..., -1:])
+    fpr = _with_origin(fps / fps[..., -1:])
+    return np.sum(np.diff(fpr, axis=-1) * (tpr[..., 1:] + tpr[..., :-1]) / 2, axis=-1)
 
 
-def _average_precision(tps: np.ndarray, fps: np.ndarray) -> float:
-    precision = tps / (tps + fps)
-    recall_steps = np.diff(np.r_[0, tps]) / tps[-1]
-    return float(np.sum(recall_steps * precision))
+def _average_precision(tps: np.ndarray, fps: np.ndarray) -> np.ndarray:
+    drawn = tps + fps  # 0 only at thresholds whose examples a resample did not draw (no recall step there)
+    precision = np.divide(tps, drawn, out=np.zeros_like(tps, dtype=np.float64), where=drawn > 0)
+    recall_steps = np.diff(_with_origin(tps), axis=-1) / tps[..., -1:]
+    return np.sum(recall_steps * precision, axis=-1)
 
 
-def _fpr_at_recall(tps: np.ndarray, fps: np.ndarray, recall: float = RECALL) -> float:
-    first = int(np.searchsorted(tps / tps[-1], recall, side="left"))
-    return float(fps[first] / fps[-1])
+def _fpr_at_recall(tps: np.ndarray, fps: np.ndarray, recall: float = RECALL) -> np.ndarray:
+    first = np.argmax(tps / tps[..., -1:] >= recall, axis=-1)  # the first threshold reaching the recall
+    return np.take_along_axis(fps, np.asarray(first)[..., None], axis=-1)[..., 0] / fps[..., -1]
+
+
+def _with_origin(values: np.ndarray) -> np.ndarray:
+    return np.concatenate([np.zeros(values.shape[:-1] + (1,)), values], axis=-1)
 
 
 def ood_metrics(id_scores: np.ndarray, ood_scores: np.ndarray) -> dict[str, float]:
@@ -67,22 +80,46 @@ def ood_metrics(id_scores: np.ndarray, ood_scores: np.ndarray) -> dict[str, floa
         >>> ood_metrics(np.array([3.0, 2.0, 1.0]), np.array([0.0, 2.5]))["auroc"]
         66.66...
     """
+    return {name: float(value) for name, value in _metrics(*_checked(id_scores, ood_scores), METRICS).items()}
+
+
+def resampled_ood_metrics(id_scores: np.ndarray, ood_scores: np.ndarray, id_counts: np.ndarray,
+                          ood_counts: np.ndarray, metrics: tuple[str, ...] = METRICS) -> dict[str, np.ndarray]:
+    """`metrics` of R resampled versions of the two sets at once, each (R,) in percent: `id_counts` (R, n_id) and
+    `ood_counts` (R, n_ood) say how often each example is drawn in each resample (a bootstrap's index rows counted
+    with `np.bincount`). Counts of one give `ood_metrics`; ties and thresholds are treated the same way.
+
+    Example:
+        >>> resampled_ood_metrics(id_scores, ood_scores, np.ones((1, n_id)), np.ones((1, n_ood)))["auroc"]
+    """
     id_scores, ood_scores = _checked(id_scores, ood_scores)
-    id_tps, id_fps = _curve(id_scores, ood_scores)  # ID positive, ranked by the score
-    ood_tps, ood_fps = _curve(-ood_scores, -id_scores)  # OoD positive, ranked by the negated score
-    values = {
-        "auroc": _auroc(id_tps, id_fps),
-        "aupr_in": _average_precision(id_tps, id_fps),
-        "aupr_out": _average_precision(ood_tps, ood_fps),
-        "fpr95_id_recall": _fpr_at_recall(id_tps, id_fps),
-        "fpr95_ood_recall": _fpr_at_recall(ood_tps, ood_fps),
-    }
-    return {name: 100.0 * value for name, value in values.items()}
+    id_counts, ood_counts = np.atleast_2d(id_counts), np.atleast_2d(ood_counts)
+    if id_counts.shape[1:] != id_scores.shape or ood_counts.shape[1:] != ood_scores.shape or (
+            len(id_counts) != len(ood_counts)):
+        raise DataError(f"resample counts of shapes {id_counts.shape} and {ood_counts.shape} do not match "
+                        f"{id_scores.size} ID and {ood_scores.size} OoD scores")
+    return _metrics(id_scores, ood_scores, metrics, id_counts, ood_counts)
+
+
+def _metrics(id_scores, ood_scores, metrics, id_counts=None, ood_counts=None) -> dict[str, np.ndarray]:
+    unknown = sorted(set(metrics) - set(METRICS))
+    if unknown:
+        raise DataError(f"unknown OoD metric(s) {unknown}: use {', '.join(METRICS)}")
+    values = {}
+    if {"auroc", "aupr_in", "fpr95_id_recall"} & set(metrics):  # ID positive, ranked by the score
+        id_tps, id_fps = _curve(id_scores, ood_scores, id_counts, ood_counts)
+        values.update(auroc=lambda: _auroc(id_tps, id_fps), aupr_in=lambda: _average_precision(id_tps, id_fps),
+                      fpr95_id_recall=lambda: _fpr_at_recall(id_tps, id_fps))
+    if {"aupr_out", "fpr95_ood_recall"} & set(metrics):  # OoD positive, ranked by the negated score
+        ood_tps, ood_fps = _curve(-ood_scores, -id_scores, ood_counts, id_counts)
+        values.update(aupr_out=lambda: _average_precision(ood_tps, ood_fps),
+                      fpr95_ood_recall=lambda: _fpr_at_recall(ood_tps, ood_fps))
+    return {name: 100.0 * values[name]() for name in metrics}
 
 
 def auroc(id_scores: np.ndarray, ood_scores: np.ndarray) -> float:
     """AUROC in percent (what hyperparameters are chosen by on the validation OoD set)."""
-    return 100.0 * _auroc(*_curve(*_checked(id_scores, ood_scores)))
+    return float(100.0 * _auroc(*_curve(*_checked(id_scores, ood_scores))))
 
 
 def _checked(id_scores: np.ndarray, ood_scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -104,4 +141,4 @@ def group_means(per_set: dict[str, dict[str, float]], groups: dict[str, str]) ->
     return out
 
 
-__all__ = ["CONVENTIONS", "METRICS", "RECALL", "auroc", "group_means", "ood_metrics"]
+__all__ = ["CONVENTIONS", "METRICS", "RECALL", "auroc", "group_means", "ood_metrics", "resampled_ood_metrics"]
