@@ -103,6 +103,17 @@ class TrainerConfig:
 
 
 @dataclass
+class DiagnosticsConfig:
+    """Unit statistics logged per epoch next to the training curves (unirep.training.unit_stats_callback: dead
+    share per stage, dormant ratio, first-layer noise score); measured on the first `images` source val images,
+    about 1-2 % of an epoch's time at the defaults. Diagnostics never change the weights, so a finished run is
+    reused whatever they are set to."""
+
+    unit_stats: bool = True
+    images: int = 256
+
+
+@dataclass
 class SourceRunConfig:
     """A source-training run. `scheme` names a SCHEMES entry (reference, muldip, multitask, fsft, fsft-dr)."""
 
@@ -117,6 +128,7 @@ class SourceRunConfig:
     optim: OptimConfig = field(default_factory=OptimConfig)
     fsft: FSFTConfig = field(default_factory=FSFTConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    diagnostics: DiagnosticsConfig = field(default_factory=DiagnosticsConfig)
 
 
 def load_source_config(path: str | Path | None = None, dotlist: list[str] | None = None,

@@ -51,6 +51,7 @@ from unirep.tasks import create_task
 from unirep.training.data import CachedSplit, cache_split
 from unirep.training.determinism import preserve_deterministic_mode
 from unirep.training.optim import OPTIMIZERS, WEIGHT_DECAY_RULE, OptimSettings
+from unirep.training.unit_stats_callback import UnitStatsCallback
 
 FSFT_SEED_OFFSET = 10_000  # FSFT's re-initialised layers draw from another seed than the network's first init
 STAGE_FILE = "stage.json"
@@ -128,6 +129,10 @@ def train_source(cfg: DictConfig, callbacks: Sequence[Callback] = ()) -> SourceR
         cache_split(train_images, data_config, f"{task.name} train @{cfg.data.input_size}px"),
         cache_split(val_images, data_config, f"{task.name} val @{cfg.data.input_size}px")))
     loss_weights = {ls.name: float(spec.loss_weight) for ls, spec in zip(label_sets, cfg.label_sets, strict=True)}
+    if cfg.diagnostics.unit_stats:  # one instance for every fit: its history holds the rows of all of them
+        callbacks = [*callbacks, UnitStatsCallback(val.images[:cfg.diagnostics.images],
+                                                   transform=data_config.normalize_batch,
+                                                   target=lambda module: module.network)]
     trained = [train_network(plan, cfg, data_config, train, val, fsft, loss_weights, out, callbacks)
                for plan in plans]
     result = SourceRunResult(out, scheme.name, label_sets, trained, feature_norm, data_config, {}, None, 0.0)
@@ -168,7 +173,7 @@ def finished_run(cfg: DictConfig, out: Path, scheme: Scheme, label_sets: list[La
     except WeightsError:
         return None  # interrupted while writing, or damaged: training resumes its stages and rewrites it
     metadata = checkpoint.metadata
-    same_config = json.dumps(metadata.get("training"), sort_keys=True) == json.dumps(to_container(cfg), sort_keys=True)
+    same_config = _without_diagnostics(metadata.get("training")) == _without_diagnostics(to_container(cfg))
     # A run trained under another weight-decay rule (before the rule was recorded) is not this config's run.
     same_config = same_config and (metadata.get("optimizer") or {}).get("weight_decay_rule") == WEIGHT_DECAY_RULE
     if not same_config or [entry["name"] for entry in metadata["networks"]] != [plan.name for plan in plans]:
@@ -178,6 +183,11 @@ def finished_run(cfg: DictConfig, out: Path, scheme: Scheme, label_sets: list[La
     return SourceRunResult(out, scheme.name, label_sets, networks, feature_norm, data_config,
                            metadata["source_metrics"], out / METADATA_FILE if rank_zero_only.rank == 0 else None,
                            float(metadata["seconds"]))
+
+
+def _without_diagnostics(training: dict | None) -> str:
+    """A resolved config as compared for reuse: diagnostics (what is logged) never change the weights."""
+    return json.dumps({k: v for k, v in (training or {}).items() if k != "diagnostics"}, sort_keys=True)
 
 
 def resolve_fsft(cfg: DictConfig, scheme: Scheme, num_label_sets: int) -> FSFTSettings | None:
