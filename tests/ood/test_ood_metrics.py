@@ -11,7 +11,7 @@ from pytorch_ood.metrics.functional import fpr_at_tpr
 from sklearn.metrics import average_precision_score, roc_auc_score
 
 from unirep.errors import DataError
-from unirep.ood.metrics import CONVENTIONS, METRICS, auroc, group_means, ood_metrics
+from unirep.ood.metrics import CONVENTIONS, METRICS, auroc, group_means, ood_metrics, resampled_ood_metrics
 
 
 def cases():
@@ -87,3 +87,22 @@ def test_group_means_average_the_sets_of_each_group():
 def test_bad_scores_are_refused_with_one_line(id_scores, ood_scores, message):
     with pytest.raises(DataError, match=message):
         ood_metrics(id_scores, ood_scores)
+
+
+@pytest.mark.parametrize(("id_scores", "ood_scores"), list(cases()))
+def test_resampled_metrics_equal_the_metrics_of_the_resampled_arrays(id_scores, ood_scores):
+    """What the bootstrap CIs rest on: counting how often each example is drawn gives, for every metric, what
+    ood_metrics gives on the resampled arrays themselves (ties included); counts of one give ood_metrics."""
+    rng = np.random.default_rng(1)
+    id_rows = rng.integers(0, len(id_scores), (6, len(id_scores)))
+    ood_rows = rng.integers(0, len(ood_scores), (6, len(ood_scores)))
+    id_counts = np.stack([np.bincount(r, minlength=len(id_scores)) for r in id_rows])
+    ood_counts = np.stack([np.bincount(r, minlength=len(ood_scores)) for r in ood_rows])
+    got = resampled_ood_metrics(id_scores, ood_scores, id_counts, ood_counts)
+    for i in range(6):
+        expected = ood_metrics(id_scores[id_rows[i]], ood_scores[ood_rows[i]])
+        assert {m: got[m][i] for m in METRICS} == pytest.approx(expected, abs=1e-9)
+    ones = resampled_ood_metrics(id_scores, ood_scores, np.ones((1, len(id_scores))), np.ones((1, len(ood_scores))))
+    assert {m: ones[m][0] for m in METRICS} == pytest.approx(ood_metrics(id_scores, ood_scores), abs=1e-12)
+    with pytest.raises(DataError, match="do not match"):
+        resampled_ood_metrics(id_scores, ood_scores, id_counts[:, :-1], ood_counts)

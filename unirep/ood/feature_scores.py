@@ -53,13 +53,26 @@ class ActivationShaping(OodScore):
         x = np.asarray(features, np.float64)
         n = x.shape[1]
         keep = n - int(np.round(n * self.params["percentile"] / 100))
-        kept = np.argpartition(-x, keep - 1, axis=1)[:, :keep]  # the `keep` largest activations of each example
-        pruned = np.zeros_like(x)
-        np.put_along_axis(pruned, kept, np.take_along_axis(x, kept, axis=1), axis=1)
+        pruned = np.where(_largest_mask(np.asarray(features), keep), x, 0.0)
         kept_sum = pruned.sum(axis=1)
         # An all-zero feature vector keeps nothing to rescale (0 / 0): its activations stay as they are.
         scale = np.divide(x.sum(axis=1), kept_sum, out=np.zeros(len(x)), where=kept_sum > 0)
         return _energy(self.head.logits(pruned * np.exp(scale)[:, None]))
+
+
+def _largest_mask(x: np.ndarray, keep: int) -> np.ndarray:
+    """(N, D) bool: the `keep` largest entries of each row. Found from each row's keep-th largest value (a partition
+    of the values, about twice as fast as partitioning indices); among entries equal to that value, the first in
+    column order are kept, so every row keeps exactly `keep` (which of equal values is kept is arbitrary in any
+    top-k; at a zero threshold it changes nothing, as zeros add nothing)."""
+    threshold = -np.partition(-x, keep - 1, axis=1)[:, keep - 1 : keep]
+    mask = x > threshold
+    short = keep - mask.sum(axis=1)
+    rows = np.flatnonzero(short)
+    if rows.size:
+        ties = x[rows] == threshold[rows]
+        mask[rows] |= ties & (np.cumsum(ties, axis=1) <= short[rows, None])
+    return mask
 
 
 @register_score("vim", paper="Wang et al., CVPR 2022 (ViM): logsumexp(logits) - alpha * ||residual of f - u outside "
