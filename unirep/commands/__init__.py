@@ -35,5 +35,6 @@ COMMAND_MODULES = (
     "unirep.commands.score",
     "unirep.commands.finetune",
     "unirep.commands.ood",
+    "unirep.commands.ood_study",
     "unirep.commands.inspect",
 )

@@ -1,0 +1,147 @@
+"""`unirep ood-study` end to end on a tiny setting: a small benchmark card built from real embedded data (scikit-learn's
+digits 0-2 as ID, digits 7-9 as near OoD, texture patches as far and val OoD), timm's tiny `test_resnet` (seeded
+random weights) at 32 px, one fine-tuning epoch, strategies frozen and WiSE-FT (whose endpoint, full fine-tuning, is
+trained for it), two scores. Records in the fixed OoD schema, WiSE at α = 0 / 1 equal to its endpoints, a resumed run
+that recomputes nothing, the tables, the bootstrap AUROC against direct resampling, and one-line refusals."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from unirep.cli import main
+from unirep.ood.benchmarks import create_benchmark
+from unirep.ood.metrics import auroc, ood_metrics
+from unirep.ood.records import OodRecord, load_ood_records
+from unirep.studies.ood_bootstrap import resample_counts, resample_seed, resampled_auroc
+
+CARD = {
+    "name": "tiny-digits-ood",
+    "id": {"task": "sklearn-digits", "classes": ["0", "1", "2"]},
+    "val": {"name": "textures-val", "task": "skimage-textures", "split": "val", "count": 30},
+    "near": [{"name": "held-out-digits", "task": "sklearn-digits", "split": "test", "classes": ["7", "8", "9"],
+              "held_out": True, "count": 60}],
+    "far": [{"name": "texture-patches", "task": "skimage-textures", "split": "test", "count": 60}],
+    "counts": {},
+}
+BASE = "random:test_resnet"
+LABELS = [f"{BASE}@frozen", *(f"{BASE}@full-seed0@wise{a}" for a in ("0", "0.5", "1"))]
+SCORES = ["msp", "knn"]
+
+
+def _card(folder, **changes) -> str:
+    card = {**CARD, **changes}
+    path = folder / f"{card['name']}.yaml"
+    path.write_text(yaml.safe_dump(card), encoding="utf-8")
+    card["counts"] = create_benchmark(str(path), check_counts=False).counts  # the real counts, as cards state them
+    path.write_text(yaml.safe_dump(card), encoding="utf-8")
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory):
+    root = tmp_path_factory.mktemp("ood-study")
+    card = _card(root)
+    argv = ["ood-study", "configs/ood/finetune-study.yaml", f"backbones=[{BASE}]", f"benchmarks=[{card}]",
+            "strategies=[frozen,wise]", "seeds=[0]", "wise_alphas=[0,0.5,1]", "wise_endpoints=[full]",
+            f"scores=[{','.join(SCORES)}]", "max_train=60", "max_input_size=32", "finetune.max_epochs=1",
+            "finetune.patience=1", "finetune.lrs=[0.05]", "finetune.batch_size=32", "finetune.accelerator=cpu",
+            "linear.n_c=6", "n_boot=200", "--out", str(root / "out"), "--cache-dir", str(root / "cache")]
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)  # tiny models: a second thread costs more than it gives on 2 shared cores
+    yield root, argv
+    torch.set_num_threads(before)
+
+
+def test_study_writes_one_fixed_schema_record_per_network_and_score(study, capsys):
+    root, argv = study
+    assert main(argv) == 0
+    captured = capsys.readouterr()
+    assert "8 records (8 new)" in captured.out and "| msp |" in captured.out
+    records = {(r.backbone, r.ood_score): r for r in load_ood_records(root / "out")}
+    assert sorted(records) == sorted((label, s) for label in LABELS for s in SCORES)
+    for record in records.values():
+        path = next((root / "out" / "ood-records").rglob(f"*-{record.ood_score}.json"))
+        assert set(json.loads(path.read_text())) == set(OodRecord.__dataclass_fields__)
+        assert record.benchmark_manifest["counts"]["id/train"] == 60  # the subsample, stated in the record
+        assert len(record.id_test_scores) == record.benchmark_manifest["counts"]["id/test"]
+        for key, values in record.ood_test_scores.items():
+            assert record.metrics["sets"][key] == pytest.approx(
+                ood_metrics(np.array(record.id_test_scores), np.array(values)), abs=1e-9)
+        hyper = record.classifier_hyperparameters
+        assert hyper["base"] == BASE and hyper["strategy"] in ("frozen", "wise")
+        assert record.classifier == ("linear" if hyper["strategy"] == "frozen" else "wise-head")
+    frozen, wise0, wise_half, wise1 = (records[(label, "msp")] for label in LABELS)
+    # α = 0 is the frozen network with its probe head: the same scores, example by example.
+    assert wise0.id_test_scores == frozen.id_test_scores and wise0.ood_test_scores == frozen.ood_test_scores
+    assert wise0.backbone_identity == frozen.backbone_identity
+    assert wise0.classifier_hyperparameters["record_copied_from"].endswith("/linear-msp.json")
+    assert "record_copied_from" not in wise1.classifier_hyperparameters  # no full-fine-tuning record to copy here
+    assert wise1.backbone_identity["weights_id"].startswith("finetuned:sha256:")
+    assert wise1.backbone_identity["name"] == f"{BASE}@full-seed0"
+    assert wise_half.backbone_identity["weights_id"].startswith("wise:alpha=0.5:sha256:")
+    assert wise_half.id_test_scores != frozen.id_test_scores != wise1.id_test_scores
+    assert wise1.classifier_hyperparameters["finetune"]["epochs"] == 1
+    assert frozen.classifier_hyperparameters["C"] > 0
+    strategies = (root / "out" / "strategies.csv").read_text()
+    for group in ("frozen", "wise(full) a=0,", "wise(full) a=0.5,", "wise(full) a=1,"):
+        assert group in strategies
+
+
+def test_a_second_run_resumes_without_recomputing(study, capsys):
+    root, argv = study
+    files = sorted((root / "out").rglob("*.json")) + sorted((root / "out" / "networks").rglob("*.safetensors"))
+    assert len(files) >= 10
+    stamps = {p: p.stat().st_mtime_ns for p in files}
+    assert main(argv) == 0
+    captured = capsys.readouterr()
+    assert "8 records (0 new)" in captured.out
+    assert "fine-tuning" not in captured.err  # the fine-tuned network was read back, not trained
+    assert {p: p.stat().st_mtime_ns for p in files} == stamps
+
+
+def test_bootstrap_auroc_equals_auroc_of_the_resampled_sets():
+    rng = np.random.default_rng(0)
+    id_scores = np.round(rng.normal(1, 1, 50), 1)  # rounded: ties between ID and OoD scores occur
+    ood_scores = np.round(rng.normal(0, 1, 40), 1)
+    identity = resampled_auroc(id_scores, ood_scores, np.ones((1, 50)), np.ones((1, 40)))
+    assert identity[0] == pytest.approx(auroc(id_scores, ood_scores), abs=1e-9)
+    id_counts = resample_counts(50, 5, resample_seed(0, "b", "id/test"))
+    ood_counts = resample_counts(40, 5, resample_seed(0, "b", "near/x"))
+    assert (id_counts.sum(axis=1) == 50).all() and (ood_counts.sum(axis=1) == 40).all()
+    got = resampled_auroc(id_scores, ood_scores, id_counts, ood_counts)
+    for b in range(5):
+        direct = auroc(np.repeat(id_scores, id_counts[b].astype(int)), np.repeat(ood_scores, ood_counts[b].astype(int)))
+        assert got[b] == pytest.approx(direct, abs=1e-9)
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["strategies=[frozen,distill]"], "unknown fine-tuning strategy 'distill'"),
+    (["wise_alphas=[0,1.5]"], "outside [0, 1]"),
+    (["wise_endpoints=[frozen]"], "wise_endpoints"),
+    (["seeds=[]"], "seeds"),
+])
+def test_bad_input_is_one_line_and_exit_code_2(study, capsys, extra, message, tmp_path):
+    _, argv = study
+    out = tmp_path / "never"
+    assert main([*argv, *extra, "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and message in err
+    assert not out.exists()
+
+
+def test_a_benchmark_without_a_validation_ood_set_is_refused(study, capsys, tmp_path):
+    _, argv = study
+    card = {k: v for k, v in CARD.items() if k != "val"}
+    path = tmp_path / "no-val.yaml"
+    path.write_text(yaml.safe_dump({**card, "name": "no-val"}), encoding="utf-8")
+    out = tmp_path / "never"
+    assert main([*argv, f"benchmarks=[{path}]", "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "missing key(s) ['val']" in err
+    assert not out.exists()
+
