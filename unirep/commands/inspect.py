@@ -58,6 +58,15 @@ def section_overrides(items: list[str], sections: list[str]) -> tuple[dict[str, 
     return settings, rest
 
 
+class _Flat:
+    """Stands for a backbone without spatial maps when the sections are checked before it is fully built."""
+
+    spatial = False
+
+    def __init__(self, label: str):
+        self.label = label
+
+
 @register_command("inspect")
 class InspectCommand(Command):
     help = ("Look inside a representation on a task (units' exemplars, dead/noisy units, occlusion, attributions, "
@@ -126,8 +135,13 @@ class InspectCommand(Command):
         if requested:
             resolve_sections(requested, [])  # unknown names fail here, before any backbone is built
         out = ensure_writable_dir(args.out)  # an unwritable --out fails before any work, too
+        def check_layers(label: str, spatial: bool) -> None:
+            if requested and not spatial:  # refused before this backbone's features are extracted
+                resolve_sections(requested, [_Flat(label)])
+
         contexts = [build_context(spec, task, cfg, layers=layers or None, out_dir=out, seed=args.seed,
-                                  settings=settings, n_images=args.images) for spec in specs]
+                                  settings=settings, n_images=args.images, check_layers=check_layers)
+                    for spec in specs]
         names, skipped = resolve_sections(requested or None, contexts)
         for name, why in skipped.items():
             print(f"unirep inspect: note: skipped section {name!r}: {why}", file=sys.stderr)

@@ -208,6 +208,7 @@ class InspectContext:
     n_images: int = 64
     layer_info: dict[str, LayerInfo] = field(default_factory=dict)
     provenance: dict[str, Any] = field(default_factory=dict)
+    probe: Any = field(default=None, repr=False)  # the fitted unirep probe `classifier`'s head was made from
     data: ContextData | None = field(default=None, repr=False)
     _pixel_cache: dict = field(default_factory=dict, repr=False)
 
@@ -347,6 +348,8 @@ class InspectContext:
             probe.select(FeatureSplit(*features("train")), FeatureSplit(*features("val")), Metric.TOP1)
             classifier = ProbeClassifier(normalize, backbone, linear_head_from_probe(probe, num_classes)).eval()
             provenance["probe"] = {"name": "linear", **dict(probe.selected_params_)}
+        else:
+            probe = None
         data = ContextData(
             class_names=names,
             images=lambda s: (by_split[s][0], None, by_split[s][1].numpy(), ids[s]),
@@ -358,18 +361,19 @@ class InspectContext:
                    task_name="in-memory", class_names=names, input_size=int(images.shape[-1]),
                    layers={n: i.module for n, i in selected.items()}, spatial=bool(selected),
                    device=torch.device("cpu"), seed=seed, settings=dict(settings or {}), out_dir=Path(out_dir),
-                   n_images=n_images, layer_info=selected, provenance=provenance, data=data)
+                   n_images=n_images, layer_info=selected, provenance=provenance, data=data, probe=probe)
 
 
 def build_context(spec: Any, task_name: str, cfg: Any, *, layers: list[str] | None = None,
                   out_dir: str | Path = ".", seed: int = 0, settings: dict[str, dict] | None = None,
-                  n_images: int = 64) -> InspectContext:
+                  n_images: int = 64, check_layers: Callable[[str, bool], None] | None = None) -> InspectContext:
     """The context of backbone `spec` (a `unirep.config.BackboneSpec`) on task `task_name`, the way `unirep eval`
     sees them: the backbone built by `unirep.evaluate.build_backbone` (its input size capped by
     `cfg.max_input_size`), features read from (or extracted into) the feature cache `cfg.cache_dir`, and unirep's
     registered `linear` probe with the `cfg.linear` C grid, chosen on val, refit on train+val. The probe's test
     predictions (on the cached test features) are recorded, and how often the differentiable classifier's argmax
-    on the test pixels agrees with them (`provenance["classifier_agreement"]`)."""
+    on the test pixels agrees with them (`provenance["classifier_agreement"]`). `check_layers(label, spatial)` is
+    called once the layers are known, before any extraction (the CLI refuses sections that cannot apply there)."""
     from unirep.evaluate import build_backbone, extraction_settings
     from unirep.features import FeatureCache
     from unirep.metrics import Metric
@@ -385,6 +389,8 @@ def build_context(spec: Any, task_name: str, cfg: Any, *, layers: list[str] | No
     label = spec.display_name
     backbone = build_backbone(spec, cfg)
     selected = select_layers(backbone, layers, label)  # a bad --layers name fails before any extraction
+    if check_layers is not None:
+        check_layers(label, bool(selected))
     extraction = extraction_settings(cfg)
     cache = FeatureCache(cfg.cache_dir)
     found: dict[str, tuple[np.ndarray, np.ndarray]] = {}
@@ -416,7 +422,7 @@ def build_context(spec: Any, task_name: str, cfg: Any, *, layers: list[str] | No
         label=label, backbone=backbone, classifier=classifier, normalize=normalize, task_name=task.name,
         class_names=data.class_names, input_size=dc.input_size, layers={n: i.module for n, i in selected.items()},
         spatial=bool(selected), device=device, seed=seed, settings=dict(settings or {}), out_dir=Path(out_dir),
-        n_images=n_images, layer_info=selected, data=data,
+        n_images=n_images, layer_info=selected, data=data, probe=probe,
         provenance={
             "backbone": {"spec": {k: getattr(spec, k) for k in spec.__dataclass_fields__}, **backbone.identity()},
             "task": task.manifest.summary(),
