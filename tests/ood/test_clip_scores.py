@@ -1,0 +1,109 @@
+"""MCM and GL-MCM against their formulas computed directly with open_clip (a tiny random config saved as a local
+.safetensors file, loaded by open_clip's own loader): real images (scikit-learn's digits) through the backbone's
+`tokens` layer, the zero-shot head of digits 0-5 as the classifier."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import open_clip
+import pytest
+import torch
+from safetensors.torch import save_file
+from scipy.special import softmax
+
+from unirep.backbones import create_backbone
+from unirep.features import extract_features
+from unirep.ood import SCORES, FitData, LinearHead, ScoreNotApplicable, create_score
+from unirep.ood.clip_scores import ZeroShotLinearHead
+from unirep.tasks import create_task
+from unirep.zero_shot import zero_shot_head
+
+TINY = "unirep-test-clip-ood"
+TINY_CONFIG = {"embed_dim": 32,
+               "vision_cfg": {"image_size": 32, "layers": 2, "width": 64, "patch_size": 8, "head_width": 32},
+               "text_cfg": {"context_length": 16, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 2}}
+ID_NAMES = ["zero", "one", "two", "three", "four", "five"]
+
+
+@pytest.fixture(scope="module")
+def clip_data(tmp_path_factory):
+    root = tmp_path_factory.mktemp("tiny-clip-ood")
+    config = root / f"{TINY}.json"
+    config.write_text(json.dumps(TINY_CONFIG))
+    open_clip.add_model_config(config)
+    torch.manual_seed(2)
+    weights = root / "tiny.safetensors"
+    save_file({k: v.contiguous() for k, v in open_clip.create_model(TINY).state_dict().items()}, str(weights))
+    reference = open_clip.create_model(TINY, pretrained=str(weights)).eval()
+    backbone = create_backbone(f"clip:{TINY}", weights=weights, layer="tokens")
+    split = create_task("sklearn-digits").split("val")
+    images = split.subset(np.arange(80))
+    features = extract_features(backbone, images).features
+    head = zero_shot_head(backbone, ID_NAMES, "photo", root / "cache")
+    return reference, backbone, images, features, head
+
+
+def direct(reference, backbone, images) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(unit image embeddings (B, E), unit local patch embeddings (B, N, E), unit class embeddings (K, E)) with
+    open_clip alone: the local ones from the last block with self-only attention (an attention mask)."""
+    x = torch.stack([backbone.data_config.transform()(images[i][0]) for i in range(len(images))])
+    tokenizer = open_clip.get_tokenizer(TINY)
+    visual = reference.visual
+    with torch.no_grad():
+        image = reference.encode_image(x, normalize=True)
+        tokens = visual.transformer.resblocks[0](visual._embeds(x))
+        n = tokens.shape[1]
+        mask = torch.full((n, n), float("-inf")).fill_diagonal_(0.0)
+        local = visual.ln_post(visual.transformer.resblocks[1](tokens, attn_mask=mask)[:, 1:]) @ visual.proj
+        text = reference.encode_text(tokenizer([f"a photo of a {name}." for name in ID_NAMES]), normalize=True)
+    unit = torch.nn.functional.normalize
+    return image.double().numpy(), unit(local, dim=-1).double().numpy(), text.double().numpy()
+
+
+@pytest.mark.parametrize("temperature", [1.0, 0.1])
+def test_mcm_and_gl_mcm_equal_their_formulas(clip_data, temperature):
+    reference, backbone, images, features, head = clip_data
+    fit = FitData(features, np.zeros(len(features), int), ZeroShotLinearHead.from_zero_shot(head))
+    image, local, text = direct(reference, backbone, images)
+    mcm = softmax(image @ text.T / temperature, axis=1).max(axis=1)
+    local_mcm = softmax(local @ text.T / temperature, axis=2).max(axis=2).max(axis=1)
+    ours_mcm = create_score("mcm", temperature=temperature).setup(fit).score(features, None)
+    ours_gl = create_score("gl-mcm", temperature=temperature).setup(fit).score(features, None)
+    np.testing.assert_allclose(ours_mcm, mcm, rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(ours_gl, mcm + local_mcm, rtol=1e-4, atol=1e-6)
+    assert np.ptp(ours_mcm) > 0 and np.all(ours_gl > ours_mcm)  # the local term adds a max-softmax in (0, 1]
+    # MCM reads only the image embedding: on the plain embedding layer it gives the same numbers
+    assert np.allclose(create_score("mcm", temperature=temperature).setup(fit).score(features[:, :32], None), ours_mcm)
+
+
+def test_gl_mcms_local_weight_scales_the_local_term(clip_data):
+    _, _, _, features, head = clip_data
+    fit = FitData(features, np.zeros(len(features), int), ZeroShotLinearHead.from_zero_shot(head))
+    mcm = create_score("mcm").setup(fit).score(features, None)
+    one = create_score("gl-mcm").setup(fit).score(features, None)
+    half = create_score("gl-mcm", local_weight=0.5).setup(fit).score(features, None)
+    np.testing.assert_allclose(half - mcm, (one - mcm) / 2, rtol=1e-9, atol=1e-12)
+
+
+def test_the_zero_shot_linear_head_gives_clips_logits_on_unit_embeddings(clip_data):
+    _, _, _, features, head = clip_data
+    linear = ZeroShotLinearHead.from_zero_shot(head)
+    image = features[:, :32].astype(np.float64)
+    unit = image / np.linalg.norm(image, axis=1, keepdims=True)
+    np.testing.assert_allclose(linear.logits(unit), head.logits(features), rtol=1e-9, atol=1e-9)
+
+
+def test_other_heads_and_features_are_not_applicable(clip_data):
+    _, _, _, features, head = clip_data
+    probe_head = LinearHead(np.asarray(head.embeddings), np.zeros(len(head.embeddings)))
+    for name in ("mcm", "gl-mcm"):
+        assert SCORES.get(name).paper
+        with pytest.raises(ScoreNotApplicable, match="zero-shot head"):
+            create_score(name).setup(FitData(features, np.zeros(len(features), int), probe_head))
+    zero_shot = ZeroShotLinearHead.from_zero_shot(head)
+    with pytest.raises(ScoreNotApplicable, match="layer=tokens"):
+        create_score("gl-mcm").setup(FitData(features[:, :32], np.zeros(len(features), int), zero_shot))
+    with pytest.raises(ScoreNotApplicable, match="dimension 32"):
+        create_score("mcm").setup(FitData(features[:, :31], np.zeros(len(features), int), zero_shot))
