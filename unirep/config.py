@@ -126,6 +126,17 @@ class FineTuneConfig:
 
 
 @dataclass
+class OodProtocolConfig:
+    """The `ood` protocol (unirep.ood.protocol): OoD benchmarks scored after the tasks, records as `unirep ood`'s.
+    benchmarks: card names or paths (empty: every shipped benchmark whose ID task is one of the run's tasks); scores:
+    empty for every registered score the classifier allows; classifier: linear | none."""
+
+    benchmarks: list[str] = field(default_factory=list)
+    scores: list[str] = field(default_factory=list)
+    classifier: str = "linear"
+
+
+@dataclass
 class EvalConfig:
     """Evaluate backbones on tasks with probes/estimators; one record per (backbone, task, protocol, seed)."""
 
@@ -157,6 +168,7 @@ class EvalConfig:
     knn: KNNProbeConfig = field(default_factory=KNNProbeConfig)
     fewshot: FewShotConfig = field(default_factory=FewShotConfig)
     finetune: FineTuneConfig = field(default_factory=FineTuneConfig)
+    ood: OodProtocolConfig = field(default_factory=OodProtocolConfig)
 
 
 def load_config(schema: type, path: str | Path | None = None, dotlist: list[str] | None = None,

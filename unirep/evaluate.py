@@ -138,6 +138,9 @@ def evaluate(cfg: DictConfig) -> list[ResultRecord]:
             backbone = _evaluate_backbone_on_task(run, spec, task_name, backbone)
     if run.config_unsaved:
         save_config(cfg, out / "config.yaml")
+    for protocol in protocols.values():  # protocols over data of their own (OoD benchmarks) write their records
+        if not protocol.per_task and world.is_zero:
+            protocol.run_after_tasks()
     return run.records if world.is_zero else []
 
 

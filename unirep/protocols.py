@@ -97,20 +97,27 @@ class ProtocolOutcome:
 
 class Protocol:
     """Base class. `needs_source_logits`: the protocol uses the backbone's source-classifier logits.
-    `needs_images`: `run` gets a TaskImages (images + backbone to train) instead of a TaskFeatures."""
+    `needs_images`: `run` gets a TaskImages (images + backbone to train) instead of a TaskFeatures.
+    `per_task = False`: the protocol's unit is not one task (OoD benchmarks span several): it has no (task, seed)
+    jobs, and `evaluate` calls its `run_after_tasks` once, on global rank 0, after every task; it writes its own
+    records (the `ood` protocol: `unirep ood`'s, under <out>/ood-records/)."""
 
     needs_source_logits = False
     needs_images = False
+    per_task = True
 
     def __init__(self, cfg: DictConfig):
         self.cfg = cfg
 
     def seeds(self) -> list[int]:
         """Seeds this protocol runs with (one record each)."""
-        return list(self.cfg.seeds)
+        return list(self.cfg.seeds) if self.per_task else []
 
     def run(self, data: TaskFeatures | TaskImages, metric: Metric, seed: int) -> ProtocolOutcome:  # pragma: no cover
         raise NotImplementedError
+
+    def run_after_tasks(self) -> None:
+        """The work of a `per_task = False` protocol, with `self.cfg` (the run's resolved config)."""
 
 
 PROTOCOLS: Registry[type[Protocol]] = Registry("protocol")
@@ -136,7 +143,10 @@ def _import_protocols() -> None:
         importlib.import_module(module)
 
 
-PROTOCOL_MODULES = ("unirep.fewshot", "unirep.finetune.protocol", "unirep.estimators.protocol", "unirep.zero_shot")
+# unirep.ood.protocol registers `ood`: unirep.ood sits above the protocols (it reads tasks, features and probes) and
+# is reached from below only through this list, by name (tests/ood/test_ood_protocol.py checks that).
+PROTOCOL_MODULES = ("unirep.fewshot", "unirep.finetune.protocol", "unirep.estimators.protocol", "unirep.zero_shot",
+                    "unirep.ood.protocol")
 
 
 def _probe_outcome(probe, data: TaskFeatures, metric: Metric) -> ProtocolOutcome:
