@@ -128,3 +128,26 @@ def test_bad_templates_are_refused_in_one_line(spec, message):
 def test_a_backbone_without_a_text_tower_is_refused():
     with pytest.raises(ConfigError, match="no text tower"):
         zero_shot_head(create_backbone("raw-pixels", input_size=8), ["a", "b"])
+
+
+def test_the_zero_shot_head_as_a_fine_tuning_head_on_unit_embeddings(tiny):
+    """WiSE-FT's alpha = 0 network: a `clip:` backbone with layer=unit-embedding and a linear head set to the zero-shot
+    weights computes CLIP's zero-shot logits (the fine-tuning Classifier, as `unirep finetune` builds it)."""
+    from unirep.finetune.module import Classifier
+
+    _, config, weights, _ = tiny
+    task = create_task(TASK)
+    backbone = create_backbone(f"clip:{config}", weights=weights, layer="unit-embedding")
+    head = zero_shot_head(backbone, task.card.classes, "photo")
+    net = Classifier(backbone, len(task.card.classes), seed=0)
+    weight, bias = head.linear_weights()
+    with torch.no_grad():
+        net.head.weight.copy_(torch.from_numpy(weight))
+        net.head.bias.copy_(torch.from_numpy(bias))
+    images = task.split("val")
+    x = torch.stack([backbone.data_config.transform()(images[i][0]) for i in range(len(images))])
+    plain = create_backbone(f"clip:{config}", weights=weights)
+    with torch.no_grad():
+        np.testing.assert_allclose(net(x).numpy(), head.logits(plain(x).numpy()), rtol=1e-4, atol=1e-4)
+        norms = torch.linalg.vector_norm(backbone(x), dim=1)
+    np.testing.assert_allclose(norms.numpy(), 1.0, rtol=1e-5)

@@ -45,7 +45,7 @@ TEMPLATE_SETS: dict[str, tuple[str, ...]] = {
 }
 DEFAULT_TEMPLATE_SET = "clip-7"
 # Layers whose features are (or begin with) the image embedding the text embeddings are compared with.
-EMBEDDING_LAYERS = (None, "tokens")
+EMBEDDING_LAYERS = (None, "unit-embedding", "tokens")
 
 
 @dataclass
@@ -121,6 +121,11 @@ class ZeroShotHead:
 
     def logits(self, features: np.ndarray) -> np.ndarray:
         return self.logit_scale * self.cosine(features)
+
+    def linear_weights(self) -> tuple[np.ndarray, np.ndarray]:
+        """(weight (K, E), bias (K,)) of the linear layer that gives these logits on unit image embeddings (a `clip:`
+        backbone's `layer=unit-embedding`): WiSE-FT's zero-shot head, the alpha = 0 end of its interpolation."""
+        return (self.logit_scale * self.embeddings).astype(np.float32), np.zeros(len(self.embeddings), np.float32)
 
     def record(self) -> dict:
         """What a record says about the head: every prompt setting and the logit scale."""

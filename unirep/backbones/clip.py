@@ -10,6 +10,8 @@ fetches the safetensors release instead. open_clip is imported on first use (the
 
 Features (`layer`):
 - none: the image embedding, exactly open_clip's `encode_image` (unnormalised; zero-shot and MCM normalise it).
+- `unit-embedding`: the image embedding L2-normalised, what WiSE-FT's zero-shot head reads: a linear head with weight
+  logit_scale * (unit class embeddings) and no bias gives CLIP's zero-shot logits on it (any image tower).
 - `pre-projection`: the pooled token before the projection (after `ln_post`).
 - `block<i>`: the class token after transformer block i (0-based), width-dimensional.
 - `tokens`: the image embedding followed by the N local patch embeddings, flattened to (1 + N) * E: what GL-MCM
@@ -17,7 +19,7 @@ Features (`layer`):
   applied to each patch token with its attention restricted to that token (the value path), then `ln_post` and the
   projection, so every patch lands in the space the text embeddings live in.
 - `patch-mean`: the mean of those N local embeddings (E-dimensional).
-Layers other than the default need open_clip's ViT tower (`VisionTransformer` with standard blocks).
+The other layers need open_clip's ViT tower (`VisionTransformer` with standard blocks).
 
 The text tower is not a submodule of the backbone: fine-tuning, WiSE-FT and the parameter count concern the image
 tower, and copies of the backbone share one frozen text tower (`backbone.text_tower`, unirep.zero_shot uses it).
@@ -54,7 +56,7 @@ from unirep.fileio import sha256_file
 CLIP_PREFIX = "clip:"
 RANDOM_CLIP_PREFIX = "random:clip:"
 BLOCK_LAYER = re.compile(r"^block(?P<index>\d+)$")
-NAMED_LAYERS = ("pre-projection", "tokens", "patch-mean")
+NAMED_LAYERS = ("unit-embedding", "pre-projection", "tokens", "patch-mean")
 HUB_TIMEOUT_S = 3.0
 # Where the safetensors release of OpenAI's weights lives (timm's hub repos hold open_clip's file too).
 OPENAI_SAFETENSORS_HINT = ("hf download timm/vit_base_patch32_clip_224.openai open_clip_model.safetensors (ViT-B-32; "
@@ -208,7 +210,7 @@ class ClipBackbone(Backbone):
         self.num_features = self._feature_dim()
 
     def _feature_dim(self) -> int:
-        if self.layer is None or self.layer == "patch-mean":
+        if self.layer in (None, "unit-embedding", "patch-mean"):
             return self.embed_dim
         if self.layer == "tokens":
             return (1 + self.num_patches) * self.embed_dim
@@ -217,12 +219,14 @@ class ClipBackbone(Backbone):
     @property
     def feature_layers(self) -> list[str]:
         if not _is_standard_vit(self.visual):
-            return []
+            return ["unit-embedding"]
         return [f"block{i}" for i in range(len(self.visual.transformer.resblocks))] + list(NAMED_LAYERS)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.layer is None:
             return self.visual(x)
+        if self.layer == "unit-embedding":
+            return F.normalize(self.visual(x), dim=-1)
         if self._block is not None:
             return self._run_blocks(x, self._block)[:, 0]
         if self.layer == "pre-projection":
@@ -279,6 +283,8 @@ def _check_standard_vit(name: str, visual: nn.Module) -> None:
 
 
 def _check_layer(name: str, layer: str, visual: nn.Module) -> int | None:
+    if layer == "unit-embedding":
+        return None
     _check_standard_vit(name, visual)
     depth = len(visual.transformer.resblocks)
     match = BLOCK_LAYER.match(layer)
