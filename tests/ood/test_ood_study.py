@@ -145,3 +145,33 @@ def test_a_benchmark_without_a_validation_ood_set_is_refused(study, capsys, tmp_
     assert len(err.splitlines()) == 1 and "missing key(s) ['val']" in err
     assert not out.exists()
 
+
+
+def test_the_study_runs_on_a_tiny_clip_tower(study, capsys, tmp_path):
+    """Full fine-tuning, LP-FT, WiSE-FT and the scores on a CLIP image tower (`clip:<config>` with a local
+    safetensors file of random weights, the path a user with OpenAI's weights takes); the frozen network's head is
+    the linear probe here too (see the README for why not the zero-shot head)."""
+    open_clip = pytest.importorskip("open_clip")
+    root, argv = study
+    config = tmp_path / "unirep-study-clip.json"
+    config.write_text(json.dumps({
+        "embed_dim": 16, "vision_cfg": {"image_size": 32, "layers": 2, "width": 32, "patch_size": 8, "head_width": 16},
+        "text_cfg": {"context_length": 16, "vocab_size": 49408, "width": 16, "heads": 2, "layers": 1}}))
+    open_clip.add_model_config(config)
+    torch.manual_seed(0)
+    model = open_clip.create_model(config.stem, pretrained=None)
+    weights = tmp_path / "tiny-clip.safetensors"
+    from safetensors.torch import save_file
+
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(weights))
+    out = tmp_path / "out"
+    clip = f"clip:{config}"
+    overrides = [f"backbones=[{{name: '{clip}', weights: '{weights}'}}]", "strategies=[frozen,full,lp-ft,wise]",
+                 "wise_alphas=[0.5]", "finetune.lp_max_epochs=1", "--out", str(out)]
+    assert main([*argv, *overrides]) == 0
+    assert "8 records (8 new)" in capsys.readouterr().out
+    records = {r.backbone: r for r in load_ood_records(out) if r.ood_score == "msp"}
+    assert sorted(records) == sorted(f"{clip}@{s}" for s in ("frozen", "full-seed0", "lp-ft-seed0",
+                                                              "full-seed0@wise0.5"))
+    assert records[f"{clip}@full-seed0@wise0.5"].backbone_identity["class"] == "ClipBackbone"
+    assert records[f"{clip}@lp-ft-seed0"].classifier_hyperparameters["finetune"]["mode"] == "lp-ft"
