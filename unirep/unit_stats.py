@@ -23,6 +23,7 @@ frequency (white noise ~0.8, smooth filters near 0).
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -204,7 +205,7 @@ class _Accumulator:
         if self.sampled < sample_budget:  # a seeded random subset of the values, for the histograms
             take = min(sample_budget - self.sampled, flat.numel())
             index = torch.randint(flat.numel(), (take,), generator=generator)
-            self.samples.append(flat.reshape(-1).cpu()[index])
+            self.samples.append(flat.reshape(-1)[index.to(flat.device)].cpu())
             self.sampled += take
 
 
@@ -383,6 +384,7 @@ NOISE_CUTOFF = 0.25  # cycles per pixel: half the Nyquist frequency
 NOISE_PAD = 32  # DFT size the k x k filter is zero-padded to (a fine sampling of its continuous spectrum)
 
 
+@functools.lru_cache(maxsize=32)
 def _high_band_matrix(kh: int, kw: int, cutoff: float = NOISE_CUTOFF, pad: int = NOISE_PAD) -> torch.Tensor:
     """M (kh*kw, kh*kw) with w^T M w = (energy of the padded DFT of w at radial frequency > cutoff) / pad^2, so
     that by Parseval the high-band share of w is w^T M w / |w|^2."""

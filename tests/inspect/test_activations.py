@@ -3,6 +3,8 @@ counts on hand-made activations, a unit forced dead through its weights, ViT tok
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import timm
@@ -134,3 +136,56 @@ def test_a_module_called_twice_per_forward_is_two_sites_and_stages_follow_featur
     names = [layer.name for layer in activation_layers(resnet)]
     stages = assign_stages(resnet, names)
     assert stages["act1"] == "act1" and stages["layer1.0.act1"] == "layer1" and stages["layer4.1.act2"] == "layer4"
+
+
+# ---- the `activations` section -------------------------------------------------------------------------------
+
+
+def _context(backbone, settings=None):
+    from unirep.inspect.context import InspectContext
+
+    images = torch.rand(40, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    return InspectContext.for_testing(backbone, images, torch.arange(40) % 4, classifier=nn.Identity(),
+                                      n_images=40, settings={"activations": {"images": 40, "map_images": 2,
+                                                                             **(settings or {})}})
+
+
+def test_activations_section_finds_a_killed_stage_and_differences_highlight_it():
+    import copy
+
+    from unirep.backbones import create_backbone
+    from unirep.inspect.activations import Activations
+
+    backbone = create_backbone("random:resnet18", input_size=32)
+    killed = copy.deepcopy(backbone)  # create_backbone is cached: never edit its object
+    bn = killed.model.layer2[0].bn1
+    with torch.no_grad():  # half the channels of layer2.0's first ReLU: pre-activation -1 everywhere
+        bn.weight[:64], bn.bias[:64] = 0.0, -1.0
+    section = Activations()
+    a, b = section.run(_context(backbone)), section.run(_context(killed))
+    layer_a = next(r for r in a.numbers["layers"] if r["name"] == "model.layer2.0.act1")
+    layer_b = next(r for r in b.numbers["layers"] if r["name"] == "model.layer2.0.act1")
+    assert set(range(64)) <= set(layer_b["dead_channels"]) and layer_b["dead_share"] >= 0.5
+    assert layer_a["dead_share"] < 0.5
+    stage = b.numbers["stages"]["model.layer2"]
+    newly_dead = len(set(layer_b["dead_channels"]) - set(layer_a["dead_channels"]))
+    assert a.numbers["settings"]["dead_quantile"] == 0.99 and a.numbers["settings"]["images"] == 40
+    diff = section.differences(a, b)
+    assert diff.numbers["stages"]["model.layer2"]["dead_share"][2] == pytest.approx(
+        newly_dead / stage["rectifier_channels"], abs=0.02)  # other layer2 units may die or wake downstream
+    assert "model.layer2 dead_share" in diff.numbers["changed"]
+    assert "model.layer1 dead_share" not in diff.numbers["changed"]  # upstream of the change: identical
+    assert diff.numbers["stages"]["model.layer1"]["dead_share"][2] == 0.0
+    assert 'class="delta"' in diff.html
+    assert "<table" in a.html and "Plotly.newPlot" in a.html and "activation maps of layer stage0" in a.html
+    json.dumps(a.numbers), json.dumps(diff.numbers)  # JSON-able
+
+
+def test_activations_section_says_only_the_dormant_ratio_applies_to_a_silu_network():
+    from unirep.backbones import create_backbone
+    from unirep.inspect.activations import Activations
+
+    result = Activations().run(_context(create_backbone("random:test_efficientnet", input_size=32)))
+    assert result.numbers["dead_share_applies"] is False and result.numbers["overall_dead_share"] is None
+    assert all(row["dead_share"] is None for row in result.numbers["stages"].values())
+    assert any("SiLU network" in note and "only the dormant ratio" in note for note in result.notes)
