@@ -26,7 +26,7 @@ def gaussian(k: int, sigma: float) -> torch.Tensor:
 
 def direct_score(weight: torch.Tensor) -> np.ndarray:
     """The definition computed the obvious way: the padded 2-D DFT of every slice, high-band over total energy."""
-    spectrum = torch.fft.fft2(weight.double(), s=(NOISE_PAD, NOISE_PAD)).abs() ** 2
+    spectrum = torch.fft.fft2(weight.detach().double(), s=(NOISE_PAD, NOISE_PAD)).abs() ** 2
     f = torch.fft.fftfreq(NOISE_PAD, dtype=torch.float64)
     high = (f[:, None] ** 2 + f[None, :] ** 2).sqrt() > NOISE_CUTOFF
     return (spectrum[..., high].sum(dim=(1, 2)) / spectrum.sum(dim=(1, 2, 3))).numpy()
@@ -80,3 +80,55 @@ def test_random_init_mobilenetv2_first_layer_is_noisier_than_its_packaged_imagen
     untrained = first_layer_noise_score(create_backbone("random:mobilenetv2_100", seed=0))
     # measured: 0.65 (trained) vs 0.84 (random); the gap is far beyond seed-to-seed variation of the init
     assert trained < untrained - 0.1
+
+
+# ---- the `filters` section -----------------------------------------------------------------------------------
+
+
+def _context(backbone, references):
+    from unirep.inspect.context import InspectContext
+
+    images = torch.rand(8, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    return InspectContext.for_testing(backbone, images, torch.arange(8) % 2, classifier=nn.Identity(),
+                                      references=references)
+
+
+def test_filters_section_places_trained_weights_at_one_and_random_init_at_zero():
+    import json
+
+    from unirep.backbones import create_backbone
+    from unirep.inspect.filters import Filters
+
+    trained = create_backbone("mobilenetv2_100.packaged_in1k", input_size=32)
+    untrained = create_backbone("random:mobilenetv2_100", input_size=32, seed=0)
+    references = {"random-init": untrained, "trained": trained}
+    section = Filters()
+    on_trained = section.run(_context(trained, references))
+    on_untrained = section.run(_context(untrained, references))
+    first = on_trained.numbers["first_layer"]
+    assert first["name"] == "model.conv_stem"
+    assert first["median"] == pytest.approx(float(np.median(direct_score(trained.model.conv_stem.weight))))
+    assert first["position"] == pytest.approx(1.0) and on_untrained.numbers["first_layer"]["position"] == 0.0
+    assert on_trained.numbers["median_position"] == pytest.approx(1.0)
+    # every spatial conv scored (3 x 3 depthwise ones included), every 1 x 1 conv listed apart and said so
+    rows = on_trained.numbers["layers"]
+    assert all(r["kernel"] != [1, 1] and len(r["scores"]) == r["filters"] for r in rows) and len(rows) == 18
+    assert len(on_trained.numbers["pointwise_convs"]) == 34
+    assert any("1 × 1 convolutions have no spatial kernel" in note for note in on_trained.notes)
+    assert on_trained.html.count("first-layer filters of") == 3  # this backbone and both references
+    diff = section.differences(on_untrained, on_trained)
+    assert diff.numbers["layers"]["model.conv_stem"]["median"][2] == pytest.approx(
+        first["median"] - on_untrained.numbers["first_layer"]["median"])
+    assert "model.conv_stem" in diff.numbers["changed"] and 'class="delta"' in diff.html
+    json.dumps(on_trained.numbers), json.dumps(diff.numbers)
+
+
+def test_filters_section_without_a_trained_reference_gives_no_position_and_says_why():
+    from unirep.backbones import create_backbone
+    from unirep.inspect.filters import Filters
+
+    backbone = create_backbone("random:resnet18", input_size=32, seed=1)
+    result = Filters().run(_context(backbone, {"random-init": create_backbone("random:resnet18", input_size=32)}))
+    assert result.numbers["first_layer"]["position"] is None and result.numbers["median_position"] is None
+    assert result.numbers["first_layer"]["references"]["random-init"] > 0.7  # an untrained 7 x 7 stem: noise-like
+    assert any("no trained reference" in note for note in result.notes)
