@@ -34,7 +34,9 @@ def ours(name: str, data, features: np.ndarray, **params) -> np.ndarray:
 
 
 def test_the_registry_holds_every_score_of_the_issue():
-    assert list_scores() == ALL_SCORES
+    # the CLIP scores (MCM, GL-MCM: unirep/ood/clip_scores.py, tested in tests/ood/test_clip_scores.py) read a CLIP
+    # tower's zero-shot head, so the feature tests here leave them out
+    assert [n for n in list_scores() if SCORES.get(n).__module__ != "unirep.ood.clip_scores"] == ALL_SCORES
     for name in ALL_SCORES:
         assert SCORES.get(name).paper, f"{name} names its paper"
 

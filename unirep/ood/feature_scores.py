@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import faiss
 import numpy as np
+from scipy import sparse
 from scipy.special import logsumexp
 
 from unirep.ood.scores import FitData, OodScore, ScoreNotApplicable, register_score
@@ -85,27 +86,71 @@ class VirtualLogitMatching(OodScore):
 
     def setup(self, train: FitData) -> VirtualLogitMatching:
         self.head = train.head
-        features = np.asarray(train.features, np.float64)
         # A multinomial head fitted with an L2 penalty has weight rows summing to zero (rank K - 1: adding one vector
         # to every class changes no probability, and the penalty picks the zero-sum solution). Its last singular value
         # is solver noise (~1e-11 of the largest here), which an exact pinv amplifies into the origin; cut it.
         self.origin_ = -np.linalg.pinv(self.head.weight, rcond=PINV_RCOND) @ self.head.bias
-        centred = features - self.origin_
         if "vim" not in train.memo:  # one eigendecomposition serves every candidate d
-            train.memo["vim"] = np.linalg.eigh(centred.T @ centred / len(centred))[1]  # ascending eigenvalues
-        vectors = train.memo["vim"]
-        self.dim_ = self.principal_dim(features.shape[1])
-        self.residual_basis_ = vectors[:, : features.shape[1] - self.dim_]
-        residual = np.linalg.norm(centred @ self.residual_basis_, axis=1)
-        self.alpha_ = float(self.head.logits(features).max(axis=1).mean() / residual.mean())
+            train.memo["vim"] = _second_moment_basis(train.features, self.origin_)
+        self.mean_, vectors = train.memo["vim"]
+        dim = train.features.shape[1]
+        self.dim_ = self.principal_dim(dim)
+        self.residual_basis_ = np.ascontiguousarray(vectors[:, : dim - self.dim_], dtype=np.float32)
+        self.offset_residual_ = (self.mean_ - self.origin_) @ vectors[:, : dim - self.dim_]
+        residual = self.residual_norms(train.features)
+        self.alpha_ = float(self.head.logits(train.features).max(axis=1).mean() / residual.mean())
         return self
+
+    def residual_norms(self, features: np.ndarray) -> np.ndarray:
+        """||R'(f - u)||, R the residual basis: the product in float32 on mean-centred features (its size is the
+        features', not the offset's), the offset's part (mean - u)'R added in float64."""
+        centred = np.asarray(features, np.float32) - self.mean_.astype(np.float32)
+        return np.linalg.norm((centred @ self.residual_basis_).astype(np.float64) + self.offset_residual_, axis=1)
 
     def principal_dim(self, feature_dim: int) -> int:
         return max(1, min(feature_dim - 1, int(round(self.params["dim_fraction"] * feature_dim))))
 
     def score(self, features, logits):
-        residual = np.linalg.norm((np.asarray(features, np.float64) - self.origin_) @ self.residual_basis_, axis=1)
-        return _energy(self.head.logits(features)) - self.alpha_ * residual
+        return _energy(self.head.logits(features)) - self.alpha_ * self.residual_norms(features)
+
+
+def _second_moment_basis(features: np.ndarray, origin: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The train mean and the eigenvectors (ascending eigenvalues, float64) of the second moment of f - u,
+    (X - u)'(X - u) / n = (Xc'Xc + n (mean - u)(mean - u)') / n. Xc'Xc (mean-centred, so float32 keeps the
+    small-variance directions ViM's residual lives in) is float32 BLAS, the rank-one term and eigh float64: ViM
+    reads a subspace, not a distance, and pytorch-ood's ViM is float32 throughout."""
+    x = np.asarray(features, np.float32)
+    mean = x.mean(axis=0, dtype=np.float64)
+    centred = x - mean.astype(np.float32)
+    offset = mean - origin
+    moment = ((centred.T @ centred).astype(np.float64) + len(x) * np.outer(offset, offset)) / len(x)
+    return mean, np.linalg.eigh(moment)[1]
+
+
+def _centred_gram(train: FitData) -> dict:
+    """Statistics of the ID train features that Mahalanobis, RMDS and ViM all derive their matrices from, computed
+    once per FitData (float64): the mean, the class means as offsets from it, the class counts and the Gram matrix
+    G = Xc'Xc of the mean-centred features. The one n x D^2 product is most of these scores' fitting time; every
+    covariance they need follows from G exactly (the tied one: G minus the between-class scatter)."""
+    if "centred-gram" not in train.memo:
+        centred = np.asarray(train.features).astype(np.float64)  # a fresh copy: centred in place below
+        mean = centred.mean(axis=0)
+        centred -= mean
+        classes, inverse, counts = np.unique(train.labels, return_inverse=True, return_counts=True)
+        members = sparse.csr_matrix((np.ones(len(centred)), (inverse, np.arange(len(centred)))),
+                                    shape=(len(classes), len(centred)))
+        train.memo["centred-gram"] = {"mean": mean, "offsets": np.asarray(members @ centred) / counts[:, None],
+                                      "counts": counts, "n": len(centred), "gram": centred.T @ centred}
+    return train.memo["centred-gram"]
+
+
+def _tied_precision(train: FitData) -> np.ndarray:
+    """The pseudo-inverse of the tied covariance (class-centred features), shared by Mahalanobis and RMDS."""
+    if "tied-precision" not in train.memo:
+        stats = _centred_gram(train)
+        between = (stats["offsets"] * stats["counts"][:, None]).T @ stats["offsets"]
+        train.memo["tied-precision"] = _pinv_hermitian((stats["gram"] - between) / stats["n"])
+    return train.memo["tied-precision"]
 
 
 class _GaussianScore(OodScore):
@@ -114,20 +159,19 @@ class _GaussianScore(OodScore):
     needs_head = False
 
     def setup(self, train: FitData) -> _GaussianScore:
-        features = np.asarray(train.features, np.float64)
-        classes = np.unique(train.labels)
-        self.means_ = np.stack([features[train.labels == c].mean(axis=0) for c in classes])
-        centred = features - self.means_[np.searchsorted(classes, train.labels)]
-        self.precision_ = _pinv_hermitian(centred.T @ centred / len(features))
+        stats = _centred_gram(train)
+        self.mean_, self.offsets_ = stats["mean"], stats["offsets"]
+        self.precision_ = _tied_precision(train)
         return self
 
     def class_distances(self, features: np.ndarray) -> np.ndarray:
-        """(N, K) squared Mahalanobis distances to the class means."""
-        x = np.asarray(features, np.float64)
+        """(N, K) squared Mahalanobis distances to the class means, expanded around the train mean (where the
+        features are centred, so the expansion's three terms are of the size of the distances themselves)."""
+        x = np.asarray(features, np.float64) - self.mean_
         projected = x @ self.precision_
-        mean_projected = self.means_ @ self.precision_
-        return ((projected * x).sum(axis=1)[:, None] - 2 * x @ mean_projected.T
-                + (mean_projected * self.means_).sum(axis=1)[None, :])
+        offset_projected = self.offsets_ @ self.precision_
+        return ((projected * x).sum(axis=1)[:, None] - 2 * x @ offset_projected.T
+                + (offset_projected * self.offsets_).sum(axis=1)[None, :])
 
 
 @register_score("mahalanobis", paper="Lee et al., NeurIPS 2018: max over classes of -(f - mu_c)' S^-1 (f - mu_c), "
@@ -142,14 +186,12 @@ class Mahalanobis(_GaussianScore):
 class RelativeMahalanobis(_GaussianScore):
     def setup(self, train: FitData) -> RelativeMahalanobis:
         super().setup(train)
-        features = np.asarray(train.features, np.float64)
-        self.global_mean_ = features.mean(axis=0)
-        centred = features - self.global_mean_
-        self.global_precision_ = _pinv_hermitian(centred.T @ centred / len(features))
+        stats = _centred_gram(train)
+        self.global_precision_ = _pinv_hermitian(stats["gram"] / stats["n"])
         return self
 
     def score(self, features, logits):
-        centred = np.asarray(features, np.float64) - self.global_mean_
+        centred = np.asarray(features, np.float64) - self.mean_
         background = ((centred @ self.global_precision_) * centred).sum(axis=1)
         return -(self.class_distances(features) - background[:, None]).min(axis=1)
 

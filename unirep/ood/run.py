@@ -72,6 +72,8 @@ class BenchmarkFeatures:
     id_predictions: np.ndarray | None
     classifier_hyperparameters: dict
     seconds: dict[str, float]
+    # What the scores fit on ID train and can share (one Gram matrix for Mahalanobis, RMDS and ViM): FitData.memo.
+    fit_memo: dict = field(default_factory=dict, repr=False)
 
 
 def checked_scores(cfg: DictConfig) -> list[str]:
@@ -192,7 +194,7 @@ def score_record(name: str, bench: OodBenchmark, data: BenchmarkFeatures, backbo
                  cfg: DictConfig, versions: dict) -> OodRecord:
     start = time.perf_counter()
     score_cls = SCORES.get(name)
-    fit = FitData(data.features["id/train"], data.labels["id/train"], data.head)
+    fit = FitData(data.features["id/train"], data.labels["id/train"], data.head, memo=data.fit_memo)
     val_key = f"val/{bench.card.val.name}"
 
     def inputs(key: str) -> tuple:
