@@ -70,7 +70,8 @@ from unirep.errors import ConfigError, DataError
 from unirep.metrics import Metric
 from unirep.probes import register_probe
 from unirep.probes.base import FeatureSplit, Probe, ProbeInputError, SweepPoint, predictions_for_metric
-from unirep.probes.lbfgs import Objective, minimize_lbfgs
+from unirep.probes.lbfgs import minimize_lbfgs
+from unirep.probes.multinomial import multinomial_objective
 from unirep.probes.selection import certified_score, margin_errors, one_example_points
 from unirep.runtime import resolve_device
 
@@ -310,7 +311,7 @@ class LinearProbe(Probe):
         n_classes, dim = start.W.shape
         l2 = 1.0 / (C * problem.X.shape[0])
         theta, n_iter, (loss, grad) = minimize_lbfgs(
-            _multinomial_objective(problem, l2),
+            multinomial_objective(problem, l2),
             torch.cat([start.W.reshape(-1), start.b]),
             max_iter=self.max_iter, tol=min(self.reselect_tol, self.tol) if tight else self.tol,
             history_size=self.history_size,
@@ -440,32 +441,6 @@ class _Solution:
         return _Solution(W, b, problem.mean, problem.scale)
 
 
-def _multinomial_objective(problem: _Problem, l2: float) -> Objective:
-    """theta = [W (classes*D, row-major), b] -> (mean CE + l2/2 ||W||^2, gradient), gradient written by hand:
-    one logits matmul and one gradient matmul per evaluation, no autograd tape."""
-    X, y = problem.X, problem.y
-    n, dim = X.shape
-    n_weights = len(problem.classes) * dim
-    rows = torch.arange(n, device=X.device)
-
-    def objective(theta: torch.Tensor) -> tuple[float, torch.Tensor]:
-        W, b = theta[:n_weights].view(-1, dim), theta[n_weights:]
-        logits = F.linear(X, W, b)
-        log_norm = torch.logsumexp(logits, dim=1, keepdim=True)
-        # Sums in float64: L-BFGS compares losses that differ in the 7th digit near convergence.
-        data_loss = log_norm.sum(dtype=torch.float64) - logits[rows, y].sum(dtype=torch.float64)
-        loss = data_loss / n + 0.5 * l2 * W.square().sum(dtype=torch.float64)
-        residual = logits.sub_(log_norm).exp_()  # softmax, in place
-        residual[rows, y] -= 1.0
-        grad = torch.empty_like(theta)
-        torch.addmm(W, residual.T, X, beta=l2, alpha=1.0 / n, out=grad[:n_weights].view(-1, dim))
-        torch.sum(residual, dim=0, out=grad[n_weights:])
-        grad[n_weights:] /= n
-        return float(loss), grad
-
-    return objective
-
-
 def _path_prediction(
     problem: _Problem, path: list[tuple[float, _Solution]], C: float, previous: _Solution, tol: float
 ) -> _Solution | None:
@@ -485,7 +460,7 @@ def _path_prediction(
     ratio = (math.log(C) - log_c1) / (log_c1 - log_c0)
     W = newer.W + ratio * (newer.W - older.W)
     b = newer.b + ratio * (newer.b - older.b)
-    loss, grad = _multinomial_objective(problem, l2)(torch.cat([W.reshape(-1), b]))
+    loss, grad = multinomial_objective(problem, l2)(torch.cat([W.reshape(-1), b]))
     if not loss < at_previous[0]:  # also rejects a non-finite extrapolation
         return None
     return _Solution.at(problem, W, b, (loss, grad), l2)
@@ -546,6 +521,11 @@ class _KroneckerPreconditioner:
             return None
         self.iterations_since_build += 1
         self.new_l2 = False
+        return self._inverse()
+
+    def inverse_at(self, theta: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor]:
+        """M^-1 with the class curvature built at `theta`: the selection certificate's Newton-step estimate."""
+        self._build(theta)
         return self._inverse()
 
     def _inverse(self) -> Callable[[torch.Tensor], torch.Tensor]:

@@ -22,9 +22,7 @@ def margin_errors(
     (built at `theta`, with the penalty of C): the a-posteriori error estimate of the solve."""
     n_classes = len(problem.classes)
     n_weights = n_classes * problem.X.shape[1]
-    preconditioner = problem.preconditioner().start_solve(1.0 / (C * problem.X.shape[0]))
-    preconditioner._build(theta)
-    step = preconditioner._inverse()(grad)
+    step = problem.preconditioner().start_solve(1.0 / (C * problem.X.shape[0])).inverse_at(theta)(grad)
     with torch.no_grad():
         logits = F.linear(val_X, theta[:n_weights].view(n_classes, -1), theta[n_weights:])
         moves = F.linear(val_X, step[:n_weights].view(n_classes, -1), step[n_weights:])
