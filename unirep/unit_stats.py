@@ -443,4 +443,4 @@ def first_layer_noise_score(model: nn.Module) -> float | None:
 def reference_position(value: float, untrained: float, trained: float) -> float | None:
     """Where `value` lies on the line untrained (0) -> trained (1); None when the two references coincide."""
     span = trained - untrained
-    return None if abs(span) < 1e-12 else (value - untrained) / span
+    return None if abs(span) < 1e-12 else (value - untrained) / span + 0.0  # + 0.0: no "-0.00" in a report
