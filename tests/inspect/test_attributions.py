@@ -16,6 +16,7 @@ from torch import nn
 
 from unirep.inspect.attributions import (
     AttributionsSection,
+    attribution_notes,
     cascade_steps,
     grad_cam,
     integrated_gradients,
@@ -127,3 +128,15 @@ def test_section_runs_on_a_context(trained, tmp_path):
     verdict = result.numbers["randomisation_verdict"]
     assert verdict["grad-cam"]["changed_abs"] and verdict["grad-cam"]["result"].endswith("(passes)")
     assert "Adebayo" in result.html and '<img class="figure"' in result.html and not result.notes
+    shifted = json.loads(json.dumps(result.numbers))
+    shifted["methods"]["grad-cam"]["deletion_auc"] += 0.125
+    delta = AttributionsSection().differences(result, type(result)(result.name, result.title, shifted, ""))
+    assert delta.numbers["methods"]["grad-cam"]["deletion_auc"] == pytest.approx(0.125)
+    assert delta.numbers["methods"]["occlusion"]["insertion_auc"] == 0.0
+
+
+def test_notes_say_when_grad_cam_is_coarse_or_missing_and_when_ig_does_not_add_up():
+    coarse, missing = attribution_notes(("stage4", "p", (2, 2)), torch.tensor([0.2, 0.6]))
+    assert "stage4 is 2 x 2" in coarse and "0.40 on average (max 0.60)" in missing
+    assert "Grad-CAM is not computed" in attribution_notes(None, torch.tensor([0.01]))[0]
+    assert attribution_notes(("stage3", "p", (8, 8)), torch.tensor([0.01])) == []

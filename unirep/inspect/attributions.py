@@ -66,8 +66,9 @@ def grad_cam(classifier: nn.Module, layer: nn.Module, images: torch.Tensor, targ
     return maps[:, 0], tuple(coarse.shape[-2:])
 
 
-def output_is_map(model: nn.Module, layer: nn.Module, images: torch.Tensor) -> bool:
-    """Whether `layer` gives a (B, C, h, w) map with h, w > 1 on these images (Grad-CAM needs one)."""
+def map_size(model: nn.Module, layer: nn.Module, images: torch.Tensor) -> tuple[int, int] | None:
+    """(h, w) of `layer`'s output on these images when it is a (B, C, h, w) map with h * w > 1 (Grad-CAM needs
+    one), else None."""
     shapes = []
     handle = layer.register_forward_hook(lambda _m, _i, out: shapes.append(tuple(out.shape)))
     try:
@@ -75,7 +76,9 @@ def output_is_map(model: nn.Module, layer: nn.Module, images: torch.Tensor) -> b
             model(images[:1])
     finally:
         handle.remove()
-    return bool(shapes) and len(shapes[0]) == 4 and shapes[0][-1] * shapes[0][-2] > 1
+    if shapes and len(shapes[0]) == 4 and shapes[0][-1] * shapes[0][-2] > 1:
+        return shapes[0][-2], shapes[0][-1]
+    return None
 
 
 def randomisation_verdict(check: dict, below: float = CHANGED_BELOW) -> dict:
@@ -190,13 +193,14 @@ def _mean(values: list) -> float | None:
 ATTRIBUTION_DEFAULTS = {"ig_steps": IG_STEPS, "ig_baseline": 0.0, "randomisation_images": 8, "internal_batch_size": 64}
 
 
-def last_map_layer(ctx, images: torch.Tensor) -> tuple[str, str] | None:
-    """(name, path inside ctx.classifier) of the last selected layer whose output is a spatial map, or None."""
+def last_map_layer(ctx, images: torch.Tensor) -> tuple[str, str, tuple[int, int]] | None:
+    """(name, path inside ctx.classifier, map size) of the last selected layer whose output is a spatial map."""
     paths = {id(module): path for path, module in ctx.classifier.named_modules()}
     for name in reversed(list(ctx.layers)):
         module = ctx.layers[name]
-        if id(module) in paths and output_is_map(ctx.classifier, module, images):
-            return name, paths[id(module)]
+        size = map_size(ctx.classifier, module, images) if id(module) in paths else None
+        if size is not None:
+            return name, paths[id(module)], size
     return None
 
 
@@ -262,8 +266,9 @@ class AttributionsSection(Section):
                                                   "summed_over": "colour channels",
                                                   "completeness_gap_mean": float(gap.mean()),
                                                   "completeness_gap_max": float(gap.max())},
-                         "grad_cam": None if cam is None else {"layer": cam[0], "explains": "logit",
-                                                               "relu": True, "upsampling": "bilinear"},
+                         "grad_cam": None if cam is None else {"layer": cam[0], "map_size": list(cam[2]),
+                                                               "explains": "logit", "relu": True,
+                                                               "upsampling": "bilinear"},
                          "region": region, "randomisation_images": k, "changed_below": CHANGED_BELOW},
             "methods": per_method,
             "agreement_spearman_abs": agreement,
@@ -282,8 +287,34 @@ class AttributionsSection(Section):
                           alt="test images and their occlusion, integrated-gradients and grad-cam maps")
                 + _methods_table(per_method, agreement)
                 + plotly_div(randomisation_figure(check)))
-        notes = [] if cam else ["No selected layer gives a spatial map (B, C, h, w): Grad-CAM is not computed."]
-        return SectionResult(self.name, self.title, numbers, body, notes)
+        return SectionResult(self.name, self.title, numbers, body, attribution_notes(cam, gap))
+
+    def differences(self, a: SectionResult, b: SectionResult) -> SectionResult | None:
+        numbers = attribution_differences(a.numbers, b.numbers)
+        rows = "".join(f"<tr><td>{html_lib.escape(name)}</td>" + "".join(
+            f"<td>{'n/a' if v is None else format(v, '+.3f')}</td>" for v in values.values()) + "<td>"
+            + html_lib.escape(numbers["randomisation_verdict"]["a"].get(name, "n/a")) + "</td><td>"
+            + html_lib.escape(numbers["randomisation_verdict"]["b"].get(name, "n/a")) + "</td></tr>"
+            for name, values in numbers["methods"].items())
+        body = ("<table><thead><tr><th>method</th><th>Δ inside share</th><th>Δ deletion AUC</th>"
+                "<th>Δ insertion AUC</th><th>randomisation check A</th><th>randomisation check B</th></tr></thead>"
+                "<tbody>" + rows + "</tbody></table>")
+        return SectionResult(self.name, self.title, numbers, body)
+
+
+def attribution_notes(cam: tuple | None, gap: torch.Tensor) -> list[str]:
+    """What to keep in mind reading the maps: no Grad-CAM, a coarse Grad-CAM, an unresolved IG path integral."""
+    notes = []
+    if cam is None:
+        notes.append("No selected layer gives a spatial map (B, C, h, w): Grad-CAM is not computed.")
+    elif cam[2][0] * cam[2][1] <= 16:
+        notes.append(f"Grad-CAM's layer {cam[0]} is {cam[2][0]} x {cam[2][1]} here: its upsampled map is a smooth "
+                     "ramp, and on a centred region its inside share is close to the region's area by symmetry.")
+    if len(gap) and float(gap.mean()) > 0.05:
+        notes.append(f"Integrated Gradients do not add up: |sum - (p(x) - p(baseline))| is {float(gap.mean()):.2f} "
+                     f"on average (max {float(gap.max()):.2f}): the gradients along the straight path are too rough "
+                     "for this n_steps (attributions.ig_steps); read the IG maps as approximate.")
+    return notes
 
 
 def _fmt(value: float | None) -> str:
@@ -315,3 +346,16 @@ def randomisation_figure(check: dict):
     figure.update_yaxes(range=[-0.2, 1.05])
     figure.update_layout(title="Model randomisation (cascading from the top)", height=380, margin={"t": 70})
     return figure
+
+
+def attribution_differences(a: dict, b: dict) -> dict:
+    """B - A of each method's inside share and deletion/insertion AUC, and both randomisation verdicts."""
+    delta = {}
+    for name in a["methods"]:
+        if name in b["methods"]:
+            delta[name] = {k: None if a["methods"][name][k] is None or b["methods"][name][k] is None
+                           else b["methods"][name][k] - a["methods"][name][k]
+                           for k in ("mean_inside_share", "deletion_auc", "insertion_auc")}
+    verdicts = {"a": {k: v["result"] for k, v in a["randomisation_verdict"].items()},
+                "b": {k: v["result"] for k, v in b["randomisation_verdict"].items()}}
+    return {"of": "B - A", "methods": delta, "randomisation_verdict": verdicts}
