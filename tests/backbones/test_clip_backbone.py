@@ -159,9 +159,14 @@ def test_bad_requests_are_refused_in_one_line(tiny, name, kwargs, message):
     assert "\n" not in str(caught.value)
 
 
-def test_bare_names_are_checked_before_any_work():
+def test_bad_names_tags_and_files_are_checked_before_any_work(tiny, tmp_path):
     with pytest.raises(ConfigError, match="names an architecture"):
         check_backbone("clip:ViT-B-32")
+    with pytest.raises(ConfigError, match="no pretrained tag 'opena'.*openai"):
+        check_backbone("clip:ViT-B-32.opena", pretrained=True)
+    with pytest.raises(WeightsError, match="not found"):
+        check_backbone(f"clip:{TINY}", weights=tmp_path / "missing.safetensors")
+    check_backbone(f"clip:{TINY}", weights=tiny[0])  # a good request passes
 
 
 def test_torchscript_and_code_pickles_are_refused_in_one_line(tiny, tmp_path):

@@ -314,7 +314,6 @@ def create_clip_backbone(name: str, *, pretrained: bool = False, weights: str | 
     """
     check_clip_request(name, pretrained=pretrained, weights=weights)
     parsed = ClipName.parse(name)
-    parsed.register()
     tag_cfg = parsed.pretrained_cfg()
     quick_gelu = bool(tag_cfg.get("quick_gelu", False))
     path = None
@@ -356,6 +355,7 @@ def check_clip_request(name: str, *, pretrained: bool = False, weights: str | Pa
         if pretrained or weights is not None:
             raise ConfigError(f"backbone {name!r} has random weights by definition: drop pretrained/weights, or name "
                               f"{name.removeprefix('random:')!r}")
+        ClipName.parse(name).register()
         return
     if pretrained and weights is not None:
         raise ConfigError(f"backbone {name!r}: give either pretrained=True (the hub) or weights=FILE, not both")
@@ -364,9 +364,16 @@ def check_clip_request(name: str, *, pretrained: bool = False, weights: str | Pa
                           f".safetensors of both towers, e.g. {OPENAI_SAFETENSORS_HINT.split(', then')[0]}), "
                           f"pretrained=True with a tag (clip:ViT-B-32-quickgelu.openai), or name it "
                           f"'random:{name}' for random init")
-    if pretrained and ClipName.parse(name).tag is None:
+    parsed = ClipName.parse(name)
+    if pretrained and parsed.tag is None:
         raise ConfigError(f"backbone {name!r}: pretrained=True needs a pretrained tag in the name, e.g. "
                           "clip:ViT-B-32-quickgelu.openai (open_clip.list_pretrained_tags_by_model lists them)")
+    # The architecture, the tag and the file are checked here, so a run refuses them before any backbone's work.
+    parsed.register()
+    parsed.pretrained_cfg()
+    if weights is not None and not Path(weights).expanduser().is_file():
+        raise WeightsError(f"weights file {str(weights)!r} not found: give the path to a local .safetensors of both "
+                           "CLIP towers")
 
 
 create_clip_backbone.check_request = check_clip_request  # type: ignore[attr-defined]  # see create_backbone
