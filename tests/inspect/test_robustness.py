@@ -26,7 +26,7 @@ from unirep.inspect.perturbations import (
     evaluate_perturbations,
     perturb,
 )
-from unirep.inspect.robustness import RobustnessSection, differences
+from unirep.inspect.robustness import RobustnessSection, check_robustness_settings, differences
 
 
 class DigitsCNN(Backbone):
@@ -171,6 +171,12 @@ def test_bad_names_and_severities_are_refused_naming_the_valid_ones():
     with pytest.raises(ConfigError, match=r"'2.5' outside"):
         check_perturbation_settings(None, ["2.5"])
     assert check_perturbation_settings(["jpeg"], [3, 1]) == (["jpeg"], [0, 1, 3])
+    # as the command line's YAML-parsed `robustness.perturbations=jpeg,pgd robustness.severities=1,3` gives them
+    assert check_robustness_settings({"perturbations": "jpeg,pgd", "severities": "1,3"}) == (["jpeg", "pgd"],
+                                                                                             [0, 1, 3])
+    assert check_robustness_settings({"severities": 5}) == (PERTURBATIONS.list(), [0, 5])
+    with pytest.raises(ConfigError, match="unknown perturbation 'blurr'"):
+        check_robustness_settings({"perturbations": "jpeg,blurr"})
 
 
 def test_section_runs_on_a_context_and_differences_are_b_minus_a(trained, tmp_path):

@@ -36,12 +36,20 @@ def _severities(value) -> list | None:
     return None if items is None else [int(i) if isinstance(i, str) and i.strip().isdigit() else i for i in items]
 
 
+DEFAULTS = {"perturbations": None, "severities": None, "n_images": None, "batch_size": 64}
+
+
+def check_robustness_settings(given: dict | None) -> tuple[list[str], list[int]]:
+    """The perturbations and severities of the user's `robustness.*` settings, refused in one line when outside
+    the tables; needs no backbone, so a command can call it before any work."""
+    given = given or {}
+    return check_perturbation_settings(_as_list(given.get("perturbations")), _severities(given.get("severities")))
+
+
 def robustness_settings(ctx) -> dict:
     """The section's settings with names and severities checked against the tables (one line if not)."""
-    settings = ctx.section_settings("robustness", {"perturbations": None, "severities": None, "n_images": None,
-                                                   "batch_size": 64})
-    names, severities = check_perturbation_settings(_as_list(settings["perturbations"]),
-                                                    _severities(settings["severities"]))
+    settings = ctx.section_settings("robustness", DEFAULTS)
+    names, severities = check_robustness_settings(settings)
     n_images = int(settings["n_images"] or ctx.n_images)
     return {"perturbations": names, "severities": severities, "n_images": n_images,
             "batch_size": int(settings["batch_size"])}
