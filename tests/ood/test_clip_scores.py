@@ -16,7 +16,7 @@ from scipy.special import softmax
 from unirep.backbones import create_backbone
 from unirep.features import extract_features
 from unirep.ood import SCORES, FitData, LinearHead, ScoreNotApplicable, create_score
-from unirep.ood.clip_scores import ZeroShotLinearHead
+from unirep.ood.clip_scores import ZeroShotLinearHead, zero_shot_ood_head
 from unirep.tasks import create_task
 from unirep.zero_shot import zero_shot_head
 
@@ -87,12 +87,27 @@ def test_gl_mcms_local_weight_scales_the_local_term(clip_data):
     np.testing.assert_allclose(half - mcm, (one - mcm) / 2, rtol=1e-9, atol=1e-12)
 
 
-def test_the_zero_shot_linear_head_gives_clips_logits_on_unit_embeddings(clip_data):
-    _, _, _, features, head = clip_data
+def test_the_zero_shot_linear_head_gives_clips_logits(clip_data):
+    reference, backbone, images, features, head = clip_data
     linear = ZeroShotLinearHead.from_zero_shot(head)
-    image = features[:, :32].astype(np.float64)
-    unit = image / np.linalg.norm(image, axis=1, keepdims=True)
-    np.testing.assert_allclose(linear.logits(unit), head.logits(features), rtol=1e-9, atol=1e-9)
+    image, _, text = direct(reference, backbone, images)
+    expected = head.logit_scale * image @ text.T  # CLIP's logits: logit_scale * cosine similarity
+    np.testing.assert_allclose(linear.logits(features), expected, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(linear.logits(features[:, :32]), head.logits(features), rtol=1e-9, atol=1e-9)
+    # a raw-feature linear layer with the same weights on unit embeddings: the LinearHead contract
+    unit = features[:, :32].astype(np.float64) / np.linalg.norm(features[:, :32].astype(np.float64), axis=1)[:, None]
+    np.testing.assert_allclose(LinearHead(linear.weight, linear.bias).logits(unit), expected, rtol=1e-4, atol=1e-4)
+
+
+def test_the_ood_head_follows_the_benchmarks_id_label_order(clip_data):
+    from types import SimpleNamespace
+
+    _, backbone, _, features, head = clip_data
+    order = ("two", "zero", "five")
+    ood_head = zero_shot_ood_head(backbone, SimpleNamespace(id_classes=order), "photo")
+    rows = [ID_NAMES.index(name) for name in order]
+    # re-embedded in another batch: float32 rounding differs by ~1e-6
+    np.testing.assert_allclose(ood_head.weight, head.embeddings[rows] * head.logit_scale, rtol=1e-5, atol=1e-5)
 
 
 def test_other_heads_and_features_are_not_applicable(clip_data):

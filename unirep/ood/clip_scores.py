@@ -14,13 +14,15 @@ record's hyperparameters (T = 1 is both papers' choice: cosine similarities lie 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 from scipy.special import softmax
 
 from unirep.ood.scores import FitData, LinearHead, OodScore, ScoreNotApplicable, register_score
-from unirep.zero_shot import ZeroShotHead, unit_rows
+from unirep.zero_shot import DEFAULT_TEMPLATE_SET, ZeroShotHead, image_embeddings, unit_rows, zero_shot_head
 
 
 @dataclass(frozen=True)
@@ -36,9 +38,21 @@ class ZeroShotLinearHead(LinearHead):
         weight = np.asarray(head.embeddings, np.float64) * head.logit_scale
         return cls(weight, np.zeros(len(weight)), head.template_set)
 
+    def logits(self, features: np.ndarray) -> np.ndarray:
+        """CLIP's zero-shot logits, logit_scale * cos: the image embeddings (the first E columns of `tokens`
+        features) are normalised first, so logit scores (MSP, energy, ...) on this head are CLIP's baselines."""
+        return unit_rows(image_embeddings(features, self.weight.shape[1])) @ self.weight.T + self.bias
+
 
 def zero_shot_linear_head(head: ZeroShotHead) -> ZeroShotLinearHead:
     return ZeroShotLinearHead.from_zero_shot(head)
+
+
+def zero_shot_ood_head(backbone, bench, templates: str | Sequence[str] = DEFAULT_TEMPLATE_SET,
+                       cache_dir: str | Path | None = None) -> ZeroShotLinearHead:
+    """The zero-shot head of a benchmark's ID classes, in its ID label order (`bench.id_classes`): the classifier a
+    `unirep ood` run gives MCM and GL-MCM for a `clip:` backbone (text embeddings cached under `cache_dir`)."""
+    return ZeroShotLinearHead.from_zero_shot(zero_shot_head(backbone, bench.id_classes, templates, cache_dir))
 
 
 class _ConceptMatching(OodScore):
@@ -97,4 +111,5 @@ class GlobalLocalConceptMatching(_ConceptMatching):
         return self.concept_matching(image) + self.params["local_weight"] * local
 
 
-__all__ = ["GlobalLocalConceptMatching", "MaximumConceptMatching", "ZeroShotLinearHead", "zero_shot_linear_head"]
+__all__ = ["GlobalLocalConceptMatching", "MaximumConceptMatching", "ZeroShotLinearHead", "zero_shot_linear_head",
+           "zero_shot_ood_head"]
