@@ -63,16 +63,18 @@ class ActivationShaping(OodScore):
 
 def _largest_mask(x: np.ndarray, keep: int) -> np.ndarray:
     """(N, D) bool: the `keep` largest entries of each row. Found from each row's keep-th largest value (a partition
-    of the values, about twice as fast as partitioning indices); among entries equal to that value, the first in
-    column order are kept, so every row keeps exactly `keep` (which of equal values is kept is arbitrary in any
-    top-k; at a zero threshold it changes nothing, as zeros add nothing)."""
-    threshold = -np.partition(-x, keep - 1, axis=1)[:, keep - 1 : keep]
-    mask = x > threshold
-    short = keep - mask.sum(axis=1)
-    rows = np.flatnonzero(short)
-    if rows.size:
+    of the values, cheaper than partitioning indices); where entries equal to that value would make more than
+    `keep`, the first of them in column order are kept, so every row keeps exactly `keep` (which of equal values is
+    kept is arbitrary in any top-k; at a zero threshold it changes nothing, as zeros add nothing)."""
+    n = x.shape[1]
+    threshold = np.partition(x, n - keep, axis=1)[:, n - keep : n - keep + 1]
+    mask = x >= threshold
+    excess = mask.sum(axis=1) - keep
+    rows = np.flatnonzero(excess)
+    if rows.size:  # ties at the threshold: only rows that have them pay for this
         ties = x[rows] == threshold[rows]
-        mask[rows] |= ties & (np.cumsum(ties, axis=1) <= short[rows, None])
+        wanted = ties.sum(axis=1) - excess[rows]
+        mask[rows] &= ~(ties & (np.cumsum(ties, axis=1) > wanted[:, None]))
     return mask
 
 
