@@ -148,7 +148,7 @@ def _check_config_file(name: str, path: Path) -> None:
 
 
 class TextTower:
-    """CLIP's text encoder (open_clip's model without its image tower) and tokenizer, frozen on the CPU.
+    """CLIP's text encoder (open_clip's model without its image tower) and tokenizer, frozen.
 
     Not an nn.Module of the backbone on purpose: a copy of the backbone (fine-tuning copies it) shares this tower,
     which nothing trains, and the backbone's parameters are the image tower's.
@@ -181,13 +181,16 @@ class TextTower:
         return {"architecture": self.architecture, "weights_id": self.weights_id,
                 "context_length": int(getattr(self.model, "context_length", 0) or 0)}
 
-    def encode(self, prompts: Sequence[str], batch_size: int = 256) -> np.ndarray:
-        """Unnormalised text embeddings (P, E), float32, of `prompts` (open_clip's `encode_text`)."""
+    def encode(self, prompts: Sequence[str], batch_size: int = 256, device: str | None = None) -> np.ndarray:
+        """Unnormalised text embeddings (P, E), float32, of `prompts` (open_clip's `encode_text`), on `device`
+        (default: the GPU when there is one: ViT-B-32's text tower took 57 s for 70 prompts on two busy CPU cores)."""
+        target = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        self.model.to(target)  # the text tower alone: the image tower is not in this model
         outputs = []
         with torch.inference_mode():
             for start in range(0, len(prompts), batch_size):
-                tokens = self.tokenizer(list(prompts[start:start + batch_size]))
-                outputs.append(self.model.encode_text(tokens).float())
+                tokens = self.tokenizer(list(prompts[start:start + batch_size])).to(target)
+                outputs.append(self.model.encode_text(tokens).float().cpu())
         return torch.cat(outputs).numpy() if outputs else np.zeros((0, 0), np.float32)
 
 
