@@ -13,12 +13,16 @@ from __future__ import annotations
 import importlib
 
 # Modules holding sections, in the order their sections appear in the report. Add yours here.
+# The order follows the questions of issue 14: dead units, noisy filters, what a unit looks for, context vs
+# structure, attributions, fragility, then the representation-level numbers.
 SECTION_MODULES = (
-    "unirep.inspect.representation",
+    "unirep.inspect.activations",
+    "unirep.inspect.filters",
     "unirep.inspect.exemplars",
     "unirep.inspect.occlusion",
     "unirep.inspect.attributions",
     "unirep.inspect.robustness",
+    "unirep.inspect.representation",
 )
 
 
