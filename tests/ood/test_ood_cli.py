@@ -97,3 +97,16 @@ def test_bad_input_is_one_line_and_exit_code_2(run, capsys, extra, message, tmp_
     err = capsys.readouterr().err.strip()
     assert message in err and len(err.splitlines()) == 1
     assert not (tmp_path / "bad" / "ood-records").exists()
+
+
+def test_unirep_list_names_the_benchmarks_and_the_scores(capsys):
+    from unirep.ood import list_benchmarks, list_scores
+
+    assert main(["list", "ood-benchmarks"]) == 0
+    assert capsys.readouterr().out.split() == list_benchmarks() == sorted([BENCHMARK, "fashion-mnist-ood",
+                                                                           "animal-mnist-ood"])
+    assert main(["list", "ood-scores", "m*"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split()[0] for line in lines] == list_scores("m*")
+    assert next(line for line in lines if line.startswith("mahalanobis")).split()[1] == "features"
+    assert "Hendrycks & Gimpel" in next(line for line in lines if line.startswith("msp"))

@@ -17,6 +17,8 @@ LISTERS = {
     "protocols": "unirep.commands.listing:_list_protocols",
     "schemes": "unirep.sources.schemes:list_schemes",
     "sections": "unirep.inspect:list_sections",
+    "ood-benchmarks": "unirep.ood.benchmarks:list_benchmarks",
+    "ood-scores": "unirep.commands.listing:_list_ood_scores",
 }
 
 
@@ -34,6 +36,14 @@ def _list_protocols(pattern: str = "*") -> list[str]:
     _import_protocols()
     patterns = low_data_protocol_patterns()  # resolved by unirep.fewshot from the probe registry
     return PROTOCOLS.list(pattern) + [p for p in patterns if fnmatch.fnmatch(p, pattern)]
+
+
+def _list_ood_scores(pattern: str = "*") -> list[str]:
+    """Each OoD score with what it reads (the head's logits, or features only) and its paper."""
+    from unirep.ood import SCORES
+
+    return [f"{name:14s} {'head' if SCORES.get(name).needs_head else 'features':8s} {SCORES.get(name).paper}"
+            for name in SCORES.list(pattern)]
 
 
 @register_command("list")
