@@ -17,7 +17,14 @@ from unirep.backbones import create_backbone
 from unirep.errors import ConfigError, WeightsError
 from unirep.features import ExtractionSettings, extract_features
 from unirep.finetune.module import Classifier
-from unirep.finetune.wise import checked_alphas, interpolate_states, state_digest, wise_classifier, wise_label
+from unirep.finetune.wise import (
+    checked_alphas,
+    interpolate_states,
+    recompute_batchnorm,
+    state_digest,
+    wise_classifier,
+    wise_label,
+)
 
 INPUT_SIZE = 32
 
@@ -98,6 +105,25 @@ def test_interpolated_features_equal_a_hand_interpolated_timm_model(endpoints):
     np.testing.assert_allclose(got, expected.numpy(), rtol=1e-4, atol=1e-5)
     assert not np.allclose(got, extract_features(pretrained.backbone, image_set,
                                                  ExtractionSettings(batch_size=32, device="cpu")).features, atol=1e-3)
+
+
+def test_recomputed_batchnorm_statistics_are_the_interpolated_networks_own(endpoints):
+    pretrained, finetuned, images = endpoints
+    net = wise_classifier(pretrained, finetuned, 0.5, label="tiny@wise0.5-bn")
+    layers = [m for m in net.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    first = layers[0]
+    interpolated = first.running_mean.clone()
+    inputs = []  # what the first BatchNorm layer sees: the stem conv's output, which no BatchNorm precedes
+    hook = first.register_forward_hook(lambda module, args, output: inputs.append(args[0].detach().double()))
+    with torch.no_grad():
+        net.eval()(net.backbone.data_config.normalize_batch(images))
+    hook.remove()
+    assert recompute_batchnorm(net, images, batch_size=len(images)) == len(layers)
+    assert not net.training and not first.training and first.momentum == 0.1
+    x = inputs[0]
+    torch.testing.assert_close(first.running_mean.double(), x.mean(dim=(0, 2, 3)), rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(first.running_var.double(), x.var(dim=(0, 2, 3)), rtol=1e-4, atol=1e-6)
+    assert not torch.allclose(interpolated, first.running_mean)
 
 
 def test_digests_tell_states_apart(endpoints):

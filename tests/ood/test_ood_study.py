@@ -9,15 +9,15 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 import yaml
 
 from unirep.cli import main
 from unirep.ood.benchmarks import create_benchmark
-from unirep.ood.metrics import auroc, ood_metrics
+from unirep.ood.metrics import ood_metrics
 from unirep.ood.records import OodRecord, load_ood_records
-from unirep.studies.ood_bootstrap import resample_counts, resample_seed, resampled_auroc
 
 CARD = {
     "name": "tiny-digits-ood",
@@ -29,7 +29,7 @@ CARD = {
     "counts": {},
 }
 BASE = "random:test_resnet"
-LABELS = [f"{BASE}@frozen", *(f"{BASE}@full-seed0@wise{a}" for a in ("0", "0.5", "1"))]
+LABELS = [f"{BASE}@frozen", *(f"{BASE}@full-seed0@wise{a}" for a in ("0", "0.5", "1", "0.5-bn"))]
 SCORES = ["msp", "knn"]
 
 
@@ -47,7 +47,7 @@ def study(tmp_path_factory):
     root = tmp_path_factory.mktemp("ood-study")
     card = _card(root)
     argv = ["ood-study", "configs/ood/finetune-study.yaml", f"backbones=[{BASE}]", f"benchmarks=[{card}]",
-            "strategies=[frozen,wise]", "seeds=[0]", "wise_alphas=[0,0.5,1]", "wise_endpoints=[full]",
+            "strategies=[frozen,wise,wise-bn]", "seeds=[0]", "wise_alphas=[0,0.5,1]", "wise_endpoints=[full]",
             f"scores=[{','.join(SCORES)}]", "max_train=60", "max_input_size=32", "finetune.max_epochs=1",
             "finetune.patience=1", "finetune.lrs=[0.05]", "finetune.batch_size=32", "finetune.accelerator=cpu",
             "linear.n_c=6", "n_boot=200", "--out", str(root / "out"), "--cache-dir", str(root / "cache")]
@@ -61,7 +61,7 @@ def test_study_writes_one_fixed_schema_record_per_network_and_score(study, capsy
     root, argv = study
     assert main(argv) == 0
     captured = capsys.readouterr()
-    assert "8 records (8 new)" in captured.out and "| msp |" in captured.out
+    assert "10 records (10 new)" in captured.out and "| msp |" in captured.out
     records = {(r.backbone, r.ood_score): r for r in load_ood_records(root / "out")}
     assert sorted(records) == sorted((label, s) for label in LABELS for s in SCORES)
     for record in records.values():
@@ -73,9 +73,9 @@ def test_study_writes_one_fixed_schema_record_per_network_and_score(study, capsy
             assert record.metrics["sets"][key] == pytest.approx(
                 ood_metrics(np.array(record.id_test_scores), np.array(values)), abs=1e-9)
         hyper = record.classifier_hyperparameters
-        assert hyper["base"] == BASE and hyper["strategy"] in ("frozen", "wise")
+        assert hyper["base"] == BASE and hyper["strategy"] in ("frozen", "wise", "wise-bn")
         assert record.classifier == ("linear" if hyper["strategy"] == "frozen" else "wise-head")
-    frozen, wise0, wise_half, wise1 = (records[(label, "msp")] for label in LABELS)
+    frozen, wise0, wise_half, wise1, wise_half_bn = (records[(label, "msp")] for label in LABELS)
     # α = 0 is the frozen network with its probe head: the same scores, example by example.
     assert wise0.id_test_scores == frozen.id_test_scores and wise0.ood_test_scores == frozen.ood_test_scores
     assert wise0.backbone_identity == frozen.backbone_identity
@@ -86,10 +86,21 @@ def test_study_writes_one_fixed_schema_record_per_network_and_score(study, capsy
     assert wise_half.backbone_identity["weights_id"].startswith("wise:alpha=0.5:sha256:")
     assert wise_half.id_test_scores != frozen.id_test_scores != wise1.id_test_scores
     assert wise1.classifier_hyperparameters["finetune"]["epochs"] == 1
+    assert wise_half_bn.backbone_identity["weights_id"].startswith("wise-bn:alpha=0.5:sha256:")
+    assert wise_half_bn.classifier_hyperparameters["batchnorm"].startswith("recomputed on ID train")
+    assert wise_half.classifier_hyperparameters["batchnorm"] == "interpolated"
+    assert wise_half_bn.id_test_scores != wise_half.id_test_scores
     assert frozen.classifier_hyperparameters["C"] > 0
-    strategies = (root / "out" / "strategies.csv").read_text()
-    for group in ("frozen", "wise(full) a=0,", "wise(full) a=0.5,", "wise(full) a=1,"):
-        assert group in strategies
+    strategies = pd.read_csv(root / "out" / "strategies.csv")
+    assert sorted(set(strategies.group)) == ["frozen", "wise(full) a=0", "wise(full) a=0.5", "wise(full) a=1",
+                                             "wise-bn(full) a=0.5"]
+    networks = pd.read_csv(root / "out" / "networks.csv")
+    assert len(networks) == 10
+    for column in ("id_acc", "near_auroc", "far_auroc", "near_fpr95"):  # bootstrap CIs around the record's values
+        assert ((networks[f"{column}_low"] <= networks[column] + 1e-9)
+                & (networks[column] <= networks[f"{column}_high"] + 1e-9)).all()
+    msp = networks[(networks.network == LABELS[0]) & (networks.score == "msp")].iloc[0]
+    assert msp.near_auroc == pytest.approx(frozen.metrics["near"]["auroc"], abs=1e-3)
 
 
 def test_a_second_run_resumes_without_recomputing(study, capsys):
@@ -99,24 +110,9 @@ def test_a_second_run_resumes_without_recomputing(study, capsys):
     stamps = {p: p.stat().st_mtime_ns for p in files}
     assert main(argv) == 0
     captured = capsys.readouterr()
-    assert "8 records (0 new)" in captured.out
+    assert "10 records (0 new)" in captured.out
     assert "fine-tuning" not in captured.err  # the fine-tuned network was read back, not trained
     assert {p: p.stat().st_mtime_ns for p in files} == stamps
-
-
-def test_bootstrap_auroc_equals_auroc_of_the_resampled_sets():
-    rng = np.random.default_rng(0)
-    id_scores = np.round(rng.normal(1, 1, 50), 1)  # rounded: ties between ID and OoD scores occur
-    ood_scores = np.round(rng.normal(0, 1, 40), 1)
-    identity = resampled_auroc(id_scores, ood_scores, np.ones((1, 50)), np.ones((1, 40)))
-    assert identity[0] == pytest.approx(auroc(id_scores, ood_scores), abs=1e-9)
-    id_counts = resample_counts(50, 5, resample_seed(0, "b", "id/test"))
-    ood_counts = resample_counts(40, 5, resample_seed(0, "b", "near/x"))
-    assert (id_counts.sum(axis=1) == 50).all() and (ood_counts.sum(axis=1) == 40).all()
-    got = resampled_auroc(id_scores, ood_scores, id_counts, ood_counts)
-    for b in range(5):
-        direct = auroc(np.repeat(id_scores, id_counts[b].astype(int)), np.repeat(ood_scores, ood_counts[b].astype(int)))
-        assert got[b] == pytest.approx(direct, abs=1e-9)
 
 
 @pytest.mark.parametrize("extra, message", [
@@ -148,11 +144,11 @@ def test_a_benchmark_without_a_validation_ood_set_is_refused(study, capsys, tmp_
 
 
 def test_the_study_runs_on_a_tiny_clip_tower(study, capsys, tmp_path):
-    """Full fine-tuning, LP-FT, WiSE-FT and the scores on a CLIP image tower (`clip:<config>` with a local
-    safetensors file of random weights, the path a user with OpenAI's weights takes); the frozen network's head is
-    the linear probe here too (see the README for why not the zero-shot head)."""
+    """Full fine-tuning, LP-FT, WiSE-FT from CLIP's zero-shot head (θ_0 = the pretrained tower with the zero-shot head
+    of the ID class names, WiSE-FT's own choice for CLIP) and the scores, MCM included, on a CLIP image tower
+    (`clip:<config>` with a local safetensors file of random weights, the path a user with OpenAI's weights takes)."""
     open_clip = pytest.importorskip("open_clip")
-    root, argv = study
+    _, argv = study
     config = tmp_path / "unirep-study-clip.json"
     config.write_text(json.dumps({
         "embed_dim": 16, "vision_cfg": {"image_size": 32, "layers": 2, "width": 32, "patch_size": 8, "head_width": 16},
@@ -166,12 +162,30 @@ def test_the_study_runs_on_a_tiny_clip_tower(study, capsys, tmp_path):
     save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(weights))
     out = tmp_path / "out"
     clip = f"clip:{config}"
-    overrides = [f"backbones=[{{name: '{clip}', weights: '{weights}'}}]", "strategies=[frozen,full,lp-ft,wise]",
-                 "wise_alphas=[0.5]", "finetune.lp_max_epochs=1", "--out", str(out)]
+    backbone = f"{{name: '{clip}', weights: '{weights}', layer: unit-embedding}}"
+    overrides = [f"backbones=[{backbone}]", "strategies=[zero-shot,full,lp-ft,wise]", "wise_theta_0=zero-shot",
+                 "wise_alphas=[0,0.5]", "scores=[msp,mcm]", "finetune.lp_max_epochs=1", "--out", str(out)]
     assert main([*argv, *overrides]) == 0
-    assert "8 records (8 new)" in capsys.readouterr().out
-    records = {r.backbone: r for r in load_ood_records(out) if r.ood_score == "msp"}
-    assert sorted(records) == sorted(f"{clip}@{s}" for s in ("frozen", "full-seed0", "lp-ft-seed0",
-                                                              "full-seed0@wise0.5"))
-    assert records[f"{clip}@full-seed0@wise0.5"].backbone_identity["class"] == "ClipBackbone"
-    assert records[f"{clip}@lp-ft-seed0"].classifier_hyperparameters["finetune"]["mode"] == "lp-ft"
+    captured = capsys.readouterr()
+    # MCM reads CLIP's zero-shot head: scored on the zero-shot network (and WiSE at α = 0, the same network),
+    # skipped with a line on the fine-tuned heads.
+    assert "7 records (7 new)" in captured.out and "skipped mcm on" in captured.err
+    base = f"{clip}@unit-embedding"  # a backbone with a layer is filed as <name>@<layer>
+    records = {(r.backbone.removeprefix(base), r.ood_score): r for r in load_ood_records(out)}
+    assert sorted(records) == sorted([("@zero-shot", "msp"), ("@zero-shot", "mcm"), ("@full-seed0", "msp"),
+                                      ("@lp-ft-seed0", "msp"), ("@full-seed0@wise0", "msp"),
+                                      ("@full-seed0@wise0", "mcm"), ("@full-seed0@wise0.5", "msp")])
+    zero_shot = records[("@zero-shot", "mcm")]
+    assert zero_shot.classifier == "zero-shot" and zero_shot.classifier_hyperparameters["zero_shot"]["class_names"] \
+        == ["0", "1", "2"]
+    assert records[("@full-seed0@wise0", "mcm")].id_test_scores == zero_shot.id_test_scores
+    assert records[("@full-seed0@wise0.5", "msp")].backbone_identity["class"] == "ClipBackbone"
+    assert records[("@lp-ft-seed0", "msp")].classifier_hyperparameters["finetune"]["mode"] == "lp-ft"
+
+
+def test_the_zero_shot_head_needs_a_clip_backbone_on_unit_embeddings(study, capsys, tmp_path):
+    _, argv = study
+    out = tmp_path / "never"
+    assert main([*argv, "strategies=[zero-shot]", "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "layer unit-embedding" in err and not out.exists()

@@ -11,6 +11,11 @@ networks are evaluated in eval mode, so those statistics are part of the functio
 entries (BatchNorm's `num_batches_tracked` counters, which no eval-mode output reads) are taken from the nearer
 endpoint: θ_0 below α = 0.5, θ_1 from 0.5 on. At α = 0 and α = 1 the result is the endpoint's state exactly.
 
+Interpolated BatchNorm statistics are not the statistics of the interpolated network's own activations (their
+variance shrinks between two networks: Jordan et al., REPAIR, ICLR 2023), which can cost much accuracy in the middle
+of the path; `recompute_batchnorm` resets them to the interpolated network's statistics on ID training images (the
+"reset BN" remedy), for networks strictly between the endpoints (the endpoints keep their own statistics).
+
 The interpolated network is a backbone like any other: its name is `<fine-tuned run>@wise<α>` and its weights id the
 digest of its state, so its features are cached and its records filed under that name.
 
@@ -94,11 +99,33 @@ def wise_classifier(pretrained: Classifier, finetuned: Classifier, alpha: float,
     return net.eval()
 
 
+@torch.no_grad()
+def recompute_batchnorm(net: torch.nn.Module, images: torch.Tensor, batch_size: int = 128) -> int:
+    """Replace every BatchNorm layer's running mean and variance by their values on `images` (uint8 (N, 3, H, W),
+    the eval transform's geometry) through `net` itself: a cumulative average over the batches (momentum None), the
+    batch variance unbiased as in training. Returns the number of BatchNorm layers; `net` is left in eval mode."""
+    layers = [m for m in net.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    saved = [m.momentum for m in layers]
+    for layer in layers:
+        layer.reset_running_stats()
+        layer.momentum = None
+    net.eval()
+    for layer in layers:
+        layer.train()  # only the BatchNorm layers: dropout and the rest stay in eval mode
+    normalize = net.backbone.data_config.normalize_batch
+    for start in range(0, len(images), batch_size):
+        net(normalize(images[start:start + batch_size]))
+    for layer, momentum in zip(layers, saved, strict=True):
+        layer.momentum = momentum
+    net.eval()
+    return len(layers)
+
+
 def rename_network(net: Classifier, name: str, weights_id: str) -> None:
     """File `net`'s backbone under `name` with `weights_id`: the feature cache and the records key on both."""
     net.backbone.name = name
     net.backbone.weights_id = weights_id
 
 
-__all__ = ["WISE_ALPHAS", "checked_alphas", "interpolate_states", "rename_network", "state_digest", "wise_classifier",
-           "wise_label"]
+__all__ = ["WISE_ALPHAS", "checked_alphas", "interpolate_states", "recompute_batchnorm", "rename_network",
+           "state_digest", "wise_classifier", "wise_label"]

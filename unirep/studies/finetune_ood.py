@@ -1,6 +1,6 @@
 """Does fine-tuning improve OoD detection? `run_study(cfg)`: backbones x OoD benchmarks x fine-tuning strategies
-(unirep.studies.networks: frozen + linear probe, full fine-tuning, LP-FT, WiSE-FT over an α grid) x every OoD score,
-one record per (network, benchmark, score) in unirep.ood's fixed schema, resumable.
+(unirep.studies.networks: frozen + linear probe, CLIP zero-shot, full fine-tuning, LP-FT, WiSE-FT over an α grid)
+x every OoD score, one record per (network, benchmark, score) in unirep.ood's fixed schema, resumable.
 
     unirep ood-study configs/ood/finetune-study.yaml
 
@@ -67,6 +67,7 @@ class FinetuneOodConfig:
     wise_alphas: list[float] = field(default_factory=lambda: [0.0, 0.25, 0.5, 0.75, 1.0])
     wise_endpoints: list[str] = field(default_factory=lambda: ["full"])  # fine-tuning strategies WiSE-FT mixes in
     wise_seeds: list[int] | None = None  # the seeds of the WiSE-FT grid (None: every seed)
+    wise_theta_0: str = "frozen"  # WiSE-FT's α = 0 network: frozen (linear-probe head) | zero-shot (CLIP's text head)
     scores: list[str] = field(default_factory=list)  # empty: every registered score
     max_train: int | None = None  # stratified subsample of ID train (None: all of it)
     out: str = "runs/ood-study"
@@ -174,6 +175,11 @@ def run_study(cfg: DictConfig) -> StudyResult:
             for plan in study_plans:
                 if plan.label not in missing:
                     continue
+                # Another run sharing this out dir may have written them since: look again (records are atomic).
+                if not cfg.force:
+                    missing[plan.label] = _still_missing(out, plan, bench.name, missing[plan.label], records)
+                if not missing[plan.label]:
+                    continue
                 network = builder.build(plan)
                 data = _benchmark_data(bench, network, features(network.backbone), features.seconds, plan)
                 for name in missing[plan.label]:
@@ -199,6 +205,17 @@ def _missing(out: Path, study_plans: list[Plan], benchmark: str, scores: list[st
             elif force or not skip_note(path).exists():
                 missing.setdefault(plan.label, []).append(name)
     return missing
+
+
+def _still_missing(out: Path, plan: Plan, benchmark: str, scores: list[str], records: list[OodRecord]) -> list[str]:
+    left = []
+    for name in scores:
+        record = existing_ood_record(ood_record_path(out, plan.label, benchmark, plan.classifier, name))
+        if record is None:
+            left.append(name)
+        else:
+            records.append(record)
+    return left
 
 
 def _benchmark_data(bench: OodBenchmark, network: Network, features: dict[str, np.ndarray], extract_s: float,
@@ -237,7 +254,7 @@ def _same_network_record(name: str, bench: OodBenchmark, data: BenchmarkFeatures
     """WiSE at α = 0 / 1 is the frozen / fine-tuned network itself: its record is that network's, filed under the
     WiSE label (scoring the same features with the same head again would give the same numbers), when one exists
     for the very same network (identity and head)."""
-    same = plan.same_network()
+    same = plan.same_network(view.wise_theta_0)
     if same is None:
         return None
     source_path = ood_record_path(out, same[0], bench.name, same[1], name)

@@ -6,9 +6,15 @@ A strategy turns (benchmark, seed) into networks, each a backbone (its features)
   ID train, like LP-FT's head). One network: the probe is deterministic, so it has no seeds.
 - `full`: full fine-tuning (unirep.finetune, mode full), the network's own head; one network per seed.
 - `lp-ft`: LP-FT (Kumar et al. 2022; mode lp-ft), the network's own head; one network per seed.
-- `wise`: WiSE-FT (unirep.finetune.wise) between the `frozen` network and each of `wise_endpoints`' fine-tuned
-  networks, one network per (endpoint, seed, α). At α = 0 and 1 the interpolation returns an endpoint's state
-  exactly (tested), so those two are the endpoint networks themselves and their features come from the cache.
+- `zero-shot` (CLIP backbones, `layer: unit-embedding`): the pretrained image tower with CLIP's zero-shot head of the
+  ID class names (unirep.zero_shot; its logits are CLIP's zero-shot logits, so MCM applies).
+- `wise`: WiSE-FT (unirep.finetune.wise) between θ_0 = the `frozen` network (or, with `wise_theta_0: zero-shot`, the
+  `zero-shot` one: the paper's choice for CLIP) and each of `wise_endpoints`' fine-tuned networks, one network per
+  (endpoint, seed, α). At α = 0 and 1 the interpolation returns an endpoint's state exactly (tested), so those two
+  are the endpoint networks themselves and their features come from the cache.
+- `wise-bn`: the same networks strictly between the endpoints (0 < α < 1), with BatchNorm statistics recomputed on ID
+  train through the interpolated network (unirep.finetune.wise.recompute_batchnorm; interpolated statistics are not
+  the interpolated network's own). Labels `<run>@wise<α>-bn`.
 
 Every fine-tuning run trains on ID train only and selects on ID val (refit policy `finetune.refit`, recorded); its
 weights are kept under `<out>/networks/<benchmark>/<label>.safetensors` (with a JSON of what it selected, written
@@ -31,9 +37,17 @@ from omegaconf import DictConfig, OmegaConf
 from safetensors.torch import load_file, save
 
 from unirep.backbones.base import Backbone
+from unirep.config import backbone_specs
 from unirep.errors import ConfigError
 from unirep.fileio import atomic_write_bytes, atomic_write_json
-from unirep.finetune.wise import checked_alphas, rename_network, state_digest, wise_classifier, wise_label
+from unirep.finetune.wise import (
+    checked_alphas,
+    recompute_batchnorm,
+    rename_network,
+    state_digest,
+    wise_classifier,
+    wise_label,
+)
 from unirep.metrics import Metric
 from unirep.ood.benchmarks import OodBenchmark, SetSelection
 from unirep.ood.scores import LinearHead
@@ -42,7 +56,9 @@ from unirep.registry import Registry
 from unirep.results import slug
 from unirep.tasks.base import ImageSet, stratified_take
 
+THETA_0 = ("frozen", "zero-shot")  # WiSE-FT's α = 0 network
 FINETUNED = ("full", "lp-ft")  # the strategies that fine-tune (and can be WiSE endpoints); their unirep.finetune mode
+WISE = ("wise", "wise-bn")  # the interpolating strategies
 NETWORKS_DIR = "networks"
 
 
@@ -60,22 +76,23 @@ class Plan:
     @property
     def group(self) -> str:
         """The row of the strategy comparison: seeds of one group are averaged."""
-        if self.strategy == "wise":
-            return f"wise({self.endpoint}) a={self.alpha:g}"
+        if self.strategy in WISE:
+            return f"{self.strategy}({self.endpoint}) a={self.alpha:g}"
         return self.strategy
 
     @property
     def classifier(self) -> str:
         """The head its logits come from: the linear probe (frozen), its own (fine-tuned), the interpolated one."""
-        return {"frozen": "linear", "wise": "wise-head"}.get(self.strategy, "own-head")
+        return "wise-head" if self.strategy in WISE else {"frozen": "linear", "zero-shot": "zero-shot"}.get(
+            self.strategy, "own-head")
 
-    def same_network(self) -> tuple[str, str] | None:
-        """(label, classifier) of the network this one *is*, where it is another's: WiSE at α = 0 is the frozen
-        network, at α = 1 its fine-tuned endpoint (the interpolation returns their states exactly)."""
+    def same_network(self, theta_0: str = "frozen") -> tuple[str, str] | None:
+        """(label, classifier) of the network this one *is*, where it is another's: WiSE at α = 0 is θ_0 (the
+        `theta_0` strategy's network), at α = 1 its fine-tuned endpoint (the interpolation returns them exactly)."""
         if self.strategy != "wise" or self.alpha not in (0.0, 1.0):
             return None
         if self.alpha == 0.0:
-            return f"{self.base}@frozen", "linear"
+            return f"{self.base}@{theta_0}", Plan(theta_0, self.base, theta_0).classifier
         return finetuned_label(self.base, self.endpoint, self.seed), "own-head"
 
     def describe(self) -> dict:
@@ -102,6 +119,11 @@ def frozen_plans(cfg: DictConfig, base: str) -> Iterator[Plan]:
     yield Plan(f"{base}@frozen", base, "frozen")
 
 
+@register_strategy("zero-shot")
+def zero_shot_plans(cfg: DictConfig, base: str) -> Iterator[Plan]:
+    yield Plan(f"{base}@zero-shot", base, "zero-shot")
+
+
 @register_strategy("full")
 def full_plans(cfg: DictConfig, base: str) -> Iterator[Plan]:
     for seed in cfg.seeds:
@@ -123,6 +145,13 @@ def wise_plans(cfg: DictConfig, base: str) -> Iterator[Plan]:
                            endpoint)
 
 
+@register_strategy("wise-bn")
+def wise_bn_plans(cfg: DictConfig, base: str) -> Iterator[Plan]:
+    for plan in wise_plans(cfg, base):
+        if 0.0 < plan.alpha < 1.0:
+            yield replace(plan, label=f"{plan.label}-bn", strategy="wise-bn")
+
+
 def finetuned_label(base: str, strategy: str, seed: int) -> str:
     return f"{base}@{strategy}-seed{seed}"
 
@@ -140,22 +169,30 @@ def check_strategies(cfg: DictConfig) -> list[str]:
         seeds = cfg[key]
         if seeds is not None and (not seeds or len(set(seeds)) != len(seeds)):
             raise ConfigError(f"{key}={list(seeds)} must be a non-empty list of distinct fine-tuning seeds")
-    if "wise" in names:
+    if set(WISE) & set(names):
         checked_alphas(cfg.wise_alphas)
         bad = [e for e in cfg.wise_endpoints if e not in FINETUNED]
         if bad or not cfg.wise_endpoints:
             raise ConfigError(f"wise_endpoints={list(cfg.wise_endpoints)}: WiSE-FT interpolates towards a "
                               f"fine-tuned network, give some of {list(FINETUNED)}")
+    if cfg.wise_theta_0 not in THETA_0:
+        raise ConfigError(f"wise_theta_0={cfg.wise_theta_0!r} must be one of {list(THETA_0)}: the network WiSE-FT "
+                          "starts from (the frozen network with the linear probe, or CLIP's zero-shot head)")
+    if "zero-shot" in names or (set(WISE) & set(names) and cfg.wise_theta_0 == "zero-shot"):
+        for spec in backbone_specs(cfg):
+            if not spec.name.startswith(("clip:", "random:clip:")) or spec.layer != "unit-embedding":
+                raise ConfigError(f"backbone {spec.display_name!r}: the zero-shot head needs a CLIP backbone with "
+                                  "layer unit-embedding (its logits are CLIP's only on unit image embeddings), e.g. "
+                                  "{name: clip:ViT-B-32-quickgelu.openai, weights: FILE, layer: unit-embedding}")
     if cfg.max_train is not None and cfg.max_train < 2:
         raise ConfigError(f"max_train={cfg.max_train}: give at least 2 ID training images per class, or null (all)")
     return names
 
 
 def plans(cfg: DictConfig, base: str) -> list[Plan]:
-    """Every network of one backbone, seed by seed (the frozen network first), so an interrupted run has every
-    strategy of the first seeds rather than every seed of the first strategies."""
-    every = [p for name in cfg.strategies for p in STRATEGIES.get(name)(cfg, base)]
-    return sorted(every, key=lambda p: (-1 if p.seed is None else p.seed, list(cfg.strategies).index(p.strategy)))
+    """Every network of one backbone, strategy by strategy in the order `strategies` lists them, each over its seeds:
+    an interrupted run has every seed of the first strategies (the comparison the conclusion rests on comes first)."""
+    return [p for name in cfg.strategies for p in STRATEGIES.get(name)(cfg, base)]
 
 
 # ------------------------------------------------------------------------------------------------ ID data
@@ -198,11 +235,14 @@ class NetworkBuilder:
         self.features = features
         self.num_classes = len(bench.id_classes)
         self._frozen: Network | None = None
+        self._zero_shot: Network | None = None
         self._finetuned: dict[tuple[str, int], torch.nn.Module] = {}
 
     def build(self, plan: Plan) -> Network:
         if plan.strategy == "frozen":
             return self.frozen()
+        if plan.strategy == "zero-shot":
+            return self.zero_shot()
         if plan.strategy in FINETUNED:
             return self._own_head(self.finetuned(plan.strategy, plan.seed), {"finetune": self._meta(plan)})
         return self.wise(plan)
@@ -224,6 +264,20 @@ class NetworkBuilder:
                      "probe_s": round(time.perf_counter() - start, 3)}
             self._frozen = Network(self.pretrained, LinearHead.from_probe(probe), "linear", hyper)
         return self._frozen
+
+    def zero_shot(self) -> Network:
+        """The pretrained CLIP tower with CLIP's zero-shot head of the ID class names (default templates)."""
+        if self._zero_shot is None:
+            from unirep.ood.clip_scores import ZeroShotLinearHead
+            from unirep.zero_shot import zero_shot_head
+
+            head = zero_shot_head(self.pretrained, self.bench.id_classes, cache_dir=self.cfg.cache_dir)
+            self._zero_shot = Network(self.pretrained, ZeroShotLinearHead.from_zero_shot(head), "zero-shot",
+                                      {"zero_shot": head.record()})
+        return self._zero_shot
+
+    def theta_0(self) -> Network:
+        return self.zero_shot() if self.cfg.wise_theta_0 == "zero-shot" else self.frozen()
 
     def finetuned(self, mode: str, seed: int):
         """The fine-tuned Classifier of (mode, seed): loaded from `<out>/networks/`, else trained and saved."""
@@ -273,27 +327,36 @@ class NetworkBuilder:
         return result.net
 
     def wise(self, plan: Plan) -> Network:
-        frozen = self.frozen()
+        theta_0 = self.theta_0()
         finetuned = self.finetuned(plan.endpoint, plan.seed)  # first: the record names its fine-tuning choices
-        hyper = {"alpha": plan.alpha, "endpoint": finetuned_label(self.base, plan.endpoint, plan.seed),
-                 "theta_0": f"{self.base}@frozen (pretrained backbone + linear-probe head)",
+        head = "the linear-probe head" if self.cfg.wise_theta_0 == "frozen" else "CLIP's zero-shot head"
+        bn = "recomputed on ID train through the interpolated network" if plan.strategy == "wise-bn" else "interpolated"
+        hyper = {"alpha": plan.alpha, "endpoint": finetuned_label(self.base, plan.endpoint, plan.seed), "batchnorm": bn,
+                 "theta_0": f"{self.base}@{self.cfg.wise_theta_0} (pretrained backbone + {head})",
                  "interpolated": "every floating-point state entry, BatchNorm running statistics included; the "
-                                 "head between the linear-probe head and the fine-tuned head",
+                                 f"head between {head} and the fine-tuned head",
                  "finetune": self._meta(replace(plan, strategy=plan.endpoint))}
-        if plan.alpha == 0.0:  # θ_0 exactly: the frozen network and its features
-            return replace(frozen, classifier="wise-head", hyperparameters={**frozen.hyperparameters, **hyper})
+        if plan.alpha == 0.0:  # θ_0 exactly: that network and its features
+            return replace(theta_0, classifier="wise-head", hyperparameters={**theta_0.hyperparameters, **hyper})
         if plan.alpha == 1.0:  # θ_1 exactly
             return self._own_head(finetuned, hyper, classifier="wise-head")
-        pretrained = self._with_probe_head(finetuned)
+        pretrained = self._with_theta_0_head(finetuned, theta_0.head)
         net = wise_classifier(pretrained, finetuned, plan.alpha, plan.label)
+        if plan.strategy == "wise-bn":
+            from unirep.training.data import cache_split
+
+            size = self.pretrained.data_config.input_size
+            images = cache_split(benchmark_images(self.bench, "id/train"), self.pretrained.data_config,
+                                 f"id/train @{size}px").images
+            hyper["batchnorm_layers"] = recompute_batchnorm(net, images)
+            rename_network(net, plan.label, f"wise-bn:alpha={plan.alpha:g}:{state_digest(net.state_dict())}")
         return self._own_head(net, hyper, classifier="wise-head")
 
-    def _with_probe_head(self, like):
-        """θ_0 as a Classifier: the pretrained backbone and the frozen network's probe head (float32)."""
+    def _with_theta_0_head(self, like, head: LinearHead):
+        """θ_0 as a Classifier: the pretrained backbone and θ_0's head (float32)."""
         from unirep.finetune.module import Classifier
 
         net = Classifier(copy.deepcopy(self.pretrained), self.num_classes, 0)
-        head = self.frozen().head
         with torch.no_grad():
             net.head.weight.copy_(torch.as_tensor(head.weight, dtype=net.head.weight.dtype))
             net.head.bias.copy_(torch.as_tensor(head.bias, dtype=net.head.bias.dtype))

@@ -1,7 +1,8 @@
 """The study's tables, built only from its records (unirep.ood.records).
 
 - `network_table`: one row per (network, benchmark, score): ID top-1, near / far AUROC and FPR95 (OoD accepted at
-  95 % ID recall, `fpr95_id_recall`), with bootstrap CIs over the test examples (unirep.studies.ood_bootstrap).
+  95 % ID recall, `fpr95_id_recall`), with bootstrap CIs over the test examples (unirep.ood.intervals: ID test and
+  each OoD set resampled apart, the same resamples for every network of a benchmark).
 - `strategy_table`: one row per (backbone, benchmark, strategy group, score): the mean over fine-tuning seeds and
   the 95 % Student-t half-width (NaN for the one frozen network, whose spread is its bootstrap CI).
 - `difference_table`: each fine-tuned group minus `frozen`, per seed, as mean ± t half-width: the comparison
@@ -17,8 +18,8 @@ import numpy as np
 import pandas as pd
 
 from unirep.leaderboard.seeds import t_interval
+from unirep.ood.intervals import ResampleCache, record_intervals
 from unirep.ood.records import OodRecord
-from unirep.studies.ood_bootstrap import ood_intervals
 
 FPR95 = "fpr95_id_recall"  # the share of OoD accepted at the threshold keeping 95 % of ID
 METRICS = ("id_acc", "near_auroc", "far_auroc", "near_fpr95", "far_fpr95")
@@ -26,26 +27,25 @@ KEYS = ["backbone", "benchmark", "group", "score"]
 
 
 def network_table(records: Sequence[OodRecord], n_boot: int = 1000, level: float = 0.95) -> pd.DataFrame:
+    cache = ResampleCache()  # the resamples of a benchmark's sets are shared by every network (paired)
     rows = []
     for r in records:
         hyper = r.classifier_hyperparameters
         row = {"backbone": hyper["base"], "benchmark": r.benchmark, "group": hyper["group"], "score": r.ood_score,
                "strategy": hyper["strategy"], "seed": hyper["seed"], "alpha": hyper["alpha"], "network": r.backbone,
                "id_acc": r.id_accuracy}
-        estimates = {"id_accuracy": r.id_accuracy}
         for group in ("near", "far"):
             if group in r.metrics:
                 row[f"{group}_auroc"] = r.metrics[group]["auroc"]
                 row[f"{group}_fpr95"] = r.metrics[group][FPR95]
-                estimates[f"auroc/{group}"] = r.metrics[group]["auroc"]
-        estimates.update({f"auroc/{k}": m["auroc"] for k, m in r.metrics["sets"].items()})
         if n_boot:
-            correct = np.asarray(r.id_test_predictions) == np.asarray(r.id_test_labels)
-            intervals = ood_intervals(r.benchmark, np.asarray(r.id_test_scores), r.ood_test_scores, correct,
-                                      estimates, n_boot=n_boot, level=level)
-            for name, column in (("id_accuracy", "id_acc"), ("auroc/near", "near_auroc"), ("auroc/far", "far_auroc")):
-                if name in intervals:
-                    row[f"{column}_low"], row[f"{column}_high"] = intervals[name].low, intervals[name].high
+            intervals = record_intervals(r, n_boot=n_boot, level=level, cache=cache)
+            wanted = {"id_acc": ("id_accuracy", "top1"), "near_auroc": ("near", "auroc"),
+                      "far_auroc": ("far", "auroc"), "near_fpr95": ("near", FPR95), "far_fpr95": ("far", FPR95)}
+            for column, (part, metric) in wanted.items():
+                if part in intervals:
+                    ci = intervals[part][metric]
+                    row[f"{column}_low"], row[f"{column}_high"] = ci.low, ci.high
         rows.append(row)
     return pd.DataFrame(rows)
 
@@ -58,7 +58,7 @@ def strategy_table(networks: pd.DataFrame, level: float = 0.95) -> pd.DataFrame:
         for metric in METRICS:
             if metric in part and part[metric].notna().all():
                 row[metric], row[f"{metric}_t"] = t_interval(part[metric].to_numpy(), level)
-        for metric in ("id_acc", "near_auroc", "far_auroc"):
+        for metric in METRICS:
             if f"{metric}_low" in part:  # the bootstrap interval's mean half-width over the group's networks
                 row[f"{metric}_boot"] = float(np.mean((part[f"{metric}_high"] - part[f"{metric}_low"]) / 2))
         rows.append(row)
