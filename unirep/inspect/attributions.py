@@ -338,12 +338,17 @@ def randomisation_figure(check: dict):
     from plotly.subplots import make_subplots
 
     figure = make_subplots(rows=1, cols=2, subplot_titles=("Spearman of |map|", "SSIM"))
+    import plotly.colors
+
+    palette = plotly.colors.qualitative.Plotly
     steps = [step["randomised"] for step in check["steps"]]
-    for name in check["steps"][0]["methods"]:
+    for index, name in enumerate(check["steps"][0]["methods"]):
+        colour = palette[index % len(palette)]
         for col, key in enumerate(("mean_spearman_abs", "mean_ssim"), start=1):
             figure.add_scatter(x=steps, y=[s["methods"][name][key] for s in check["steps"]], mode="lines+markers",
-                               name=name, legendgroup=name, showlegend=col == 1, row=1, col=col)
-    figure.update_yaxes(range=[-0.2, 1.05])
+                               name=name, legendgroup=name, showlegend=col == 1, row=1, col=col,
+                               line={"color": colour}, marker={"color": colour})
+    figure.update_yaxes(range=[-1.05, 1.05])
     figure.update_layout(title="Model randomisation (cascading from the top)", height=380, margin={"t": 70})
     return figure
 

@@ -209,10 +209,14 @@ def curves_figure(summaries: dict[str, dict], fractions: list[float], title: str
 
     figure = make_subplots(rows=1, cols=2, subplot_titles=("deletion (lower is better)",
                                                            "insertion (higher is better)"))
-    for name, summary in summaries.items():
+    import plotly.colors
+
+    palette = plotly.colors.qualitative.Plotly
+    for index, (name, summary) in enumerate(summaries.items()):
         for col, kind in enumerate(("deletion", "insertion"), start=1):
             figure.add_scatter(x=fractions, y=summary[kind]["mean_curve"], mode="lines", row=1, col=col,
-                               name=f"{name} (AUC {summary[kind]['mean_auc']:.3f})", legendgroup=name)
+                               name=f"{name}, {kind} AUC {summary[kind]['mean_auc']:.3f}", legendgroup=name,
+                               line={"color": palette[index % len(palette)], "dash": "dot" if col == 2 else "solid"})
     figure.update_xaxes(title_text="fraction of pixels")
     figure.update_yaxes(title_text="probability of the predicted class", range=[0, 1])
     figure.update_layout(title=title, height=380, margin={"t": 70})

@@ -64,7 +64,7 @@ def curves_figure(results: dict, metric_names=METRICS, title: str = "Perturbatio
         for col, (key, _) in enumerate(metric_names, start=1):
             figure.add_scatter(x=row["severities"], y=row[key], mode="lines+markers", name=name, legendgroup=name,
                                showlegend=col == 1, row=1, col=col,
-                               line={"dash": "dash" if row.get("adversarial") else "solid"},
+                               line={"dash": "dash" if row.get("adversarial") else "solid", "color": _colour(index)},
                                marker={"color": _colour(index)}, customdata=row.get("values"),
                                hovertemplate=f"{name} severity %{{x}} ({row.get('parameter')} %{{customdata}})"
                                              f"<br>%{{y:.3f}}<extra></extra>" if row.get("values") else None)
