@@ -110,3 +110,35 @@ def test_unirep_list_names_the_benchmarks_and_the_scores(capsys):
     assert [line.split()[0] for line in lines] == list_scores("m*")
     assert next(line for line in lines if line.startswith("mahalanobis")).split()[1] == "features"
     assert "Hendrycks & Gimpel" in next(line for line in lines if line.startswith("msp"))
+
+
+PLUGIN = '''
+import numpy as np
+from unirep.ood import register_score
+
+
+@register_score("test-plugin-margin", paper="margin between the two largest logits (a test plugin)")
+def top2_margin(logits):
+    top = np.sort(logits, axis=1)
+    return top[:, -1] - top[:, -2]
+'''
+
+
+def test_a_plugin_file_adds_a_score_to_the_run(run, tmp_path, capsys):
+    from unirep.ood import SCORES
+
+    root, argv = run
+    plugin = tmp_path / "my_score.py"
+    plugin.write_text(PLUGIN, encoding="utf-8")
+    try:
+        assert main([*argv, "--plugin", str(plugin), "--scores", "test-plugin-margin,energy"]) == 0
+        record = next(r for r in load_ood_records(root / "out") if r.ood_score == "test-plugin-margin")
+        energy = next(r for r in load_ood_records(root / "out") if r.ood_score == "energy")
+        assert record.id_accuracy == energy.id_accuracy and 0 < record.metrics["near"]["auroc"] < 100
+        assert "test-plugin-margin" in capsys.readouterr().out
+    finally:
+        SCORES._entries.pop("test-plugin-margin", None)
+    (tmp_path / "broken.py").write_text("raise RuntimeError('boom')\n", encoding="utf-8")
+    assert main([*argv, "--plugin", str(tmp_path / "broken.py")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "--plugin" in err and "RuntimeError: boom" in err and len(err.splitlines()) == 1

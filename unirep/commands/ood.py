@@ -4,6 +4,8 @@ benchmarks (tasks/ood/), one record per (backbone, benchmark, classifier, score)
 from __future__ import annotations
 
 import argparse
+import importlib.util
+import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -42,12 +44,17 @@ class OodCommand(Command):
         parser.add_argument("--out", help="run directory (records under <out>/ood-records/)")
         parser.add_argument("--cache-dir", help="feature cache directory")
         parser.add_argument("--force", action="store_true", default=None, help="recompute existing records")
+        parser.add_argument("--plugin", action="append", default=[], metavar="FILE.py",
+                            help="a Python file that registers scores (@register_score), imported first; repeatable. "
+                                 "Its scores run next to the registered ones (e.g. a score you are designing)")
         add_backbone_options(parser)
 
     def run(self, args: argparse.Namespace) -> int:
         from unirep.config import load_config
         from unirep.ood.run import OodConfig, run_ood
 
+        for path in args.plugin:
+            load_plugin(path)
         words = [*args.items, *(args.benchmarks or [])]
         dotlist = in_command_line_order([item for item in words if "=" in item], args)
         refuse_backbone_keys(dotlist)
@@ -63,6 +70,22 @@ class OodCommand(Command):
         print(f"\n{len(records)} records in {Path(cfg.out) / 'ood-records'} ({time.perf_counter() - start:.1f} s); "
               "AUROC and FPR95 in percent, FPR95 = OoD accepted at 95 % ID recall")
         return 0
+
+
+def load_plugin(path: str) -> None:
+    """Import the file at `path` (its @register_score decorators register its scores); one line if it cannot."""
+    from unirep.errors import ConfigError
+
+    file = Path(path)
+    if not file.is_file() or file.suffix != ".py":
+        raise ConfigError(f"--plugin {path}: not a Python file; give the path of a .py file that registers scores")
+    spec = importlib.util.spec_from_file_location(f"unirep_plugin_{file.stem}", file)
+    module = importlib.util.module_from_spec(spec)
+    try:
+        spec.loader.exec_module(module)
+    except Exception as exc:  # the user's code: any failure is reported as one line
+        raise ConfigError(f"--plugin {path} failed to import ({type(exc).__name__}: {exc}): fix the file") from None
+    sys.modules[spec.name] = module
 
 
 def summary_table(records) -> pd.DataFrame:
