@@ -133,28 +133,49 @@ def _token_geometry(model: nn.Module) -> tuple[int, tuple[int, int] | None]:
 # ----------------------------------------------------------------------------------------------- stages
 
 
-def stage_boundaries(model: nn.Module) -> list[str]:
-    """Full names of the modules whose outputs timm declares as stage outputs (`feature_info`), in order; empty
-    when no submodule has them."""
+def _feature_info_owners(model: nn.Module) -> list[tuple[str, list[str]]]:
+    """(path, full names of its stage-output modules) of every outermost submodule carrying timm's `feature_info`
+    (one for a timm backbone, one per network for a source checkpoint of several), in module order."""
+    owners: list[tuple[str, list[str]]] = []
     for prefix, module in model.named_modules():
+        if any(prefix.startswith(f"{path}.") or (path == "" and prefix) for path, _ in owners):
+            continue
         info = getattr(module, "feature_info", None)
         entries = info.get_dicts() if hasattr(info, "get_dicts") else info
         if isinstance(entries, list) and entries and all(isinstance(e, dict) and "module" in e for e in entries):
-            return [f"{prefix}.{e['module']}" if prefix else e["module"] for e in entries]
-    return []
+            owners.append((prefix, [f"{prefix}.{e['module']}" if prefix else e["module"] for e in entries]))
+    return owners
+
+
+def stage_boundaries(model: nn.Module) -> list[str]:
+    """Full names of the modules whose outputs timm declares as stage outputs (`feature_info`), in order; empty
+    when no submodule has them."""
+    return [name for _, names in _feature_info_owners(model) for name in names]
 
 
 def assign_stages(model: nn.Module, names: Sequence[str]) -> dict[str, str]:
-    """Stage of each module name: the first stage output at or after it in module order (its own subtree
-    included), `head` after the last one; without feature_info, the module's top-level child (plus its index
-    inside a `blocks`/`stages`/`layers`/`features` list)."""
+    """Stage of each module name: the first stage output of its timm model at or after it in module order (its
+    own subtree included), `head` after the last one and for what follows the model (a source network's feature
+    layer); with several timm models inside (a source checkpoint of several networks), the head of each is
+    `<its parent>.head`. Without feature_info, the module's top-level child (plus its index inside a
+    `blocks`/`stages`/`layers`/`features` list)."""
     order = {name: index for index, (name, _) in enumerate(model.named_modules())}
-    boundaries = [b for b in stage_boundaries(model) if b in order]
+    owners = [(path, [b for b in bounds if b in order]) for path, bounds in _feature_info_owners(model)]
+    owners = [(path, bounds) for path, bounds in owners if bounds]
+
+    def head_of(path: str) -> str:
+        return HEAD_STAGE if len(owners) == 1 else f"{path.rpartition('.')[0] or path}.{HEAD_STAGE}"
+
     stages = {}
     for name in names:
-        if boundaries:
-            stages[name] = next((b for b in boundaries if name == b or name.startswith(b + ".")
-                                 or order[name] < order[b]), HEAD_STAGE)
+        before = [(path, bounds) for path, bounds in owners if order[path] <= order[name]]
+        if before:
+            path, bounds = before[-1]
+            inside = name == path or name.startswith(path + ".") or path == ""
+            stages[name] = next((b for b in bounds if name == b or name.startswith(b + ".") or order[name] < order[b]),
+                                head_of(path)) if inside else head_of(path)
+        elif owners:  # before the first timm model (e.g. a wrapper's own stem): the first stage
+            stages[name] = owners[0][1][0]
         else:
             parts = name.split(".")
             stage = parts[0] if len(parts) > 1 else HEAD_STAGE

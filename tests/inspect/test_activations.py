@@ -136,6 +136,15 @@ def test_a_module_called_twice_per_forward_is_two_sites_and_stages_follow_featur
     names = [layer.name for layer in activation_layers(resnet)]
     stages = assign_stages(resnet, names)
     assert stages["act1"] == "act1" and stages["layer1.0.act1"] == "layer1" and stages["layer4.1.act2"] == "layer4"
+    # a source checkpoint of two networks: each trunk keeps its own stages, each feature layer is its own head
+    from unirep.backbones.source_networks import NetworkSpec, SourceNetwork
+
+    two = nn.ModuleDict({"networks": nn.ModuleList(SourceNetwork(NetworkSpec("test_resnet", {"a": 3}))
+                                                   for _ in range(2))})
+    stages = {layer.name: layer.stage for layer in activation_layers(two)}
+    assert stages["networks.0.trunk.layer2.0.act1"] == "networks.0.trunk.layer2"
+    assert stages["networks.1.trunk.layer2.0.act1"] == "networks.1.trunk.layer2"
+    assert stages["networks.0.feature.1"] == "networks.0.head" and stages["networks.1.feature.1"] == "networks.1.head"
 
 
 # ---- the `activations` section -------------------------------------------------------------------------------

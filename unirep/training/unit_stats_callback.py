@@ -95,4 +95,5 @@ class UnitStatsCallback(Callback):
         metrics = self.measure(model)
         self.history.append({"epoch": trainer.current_epoch, **metrics})
         # Through the module's logging, so every logger of the run (CSV, TensorBoard) gets them with the epoch.
-        pl_module.log_dict(metrics, on_step=False, on_epoch=True)
+        # Every rank measured the same weights on the same images; the sync only keeps Lightning's DDP check quiet.
+        pl_module.log_dict(metrics, on_step=False, on_epoch=True, sync_dist=trainer.world_size > 1)
