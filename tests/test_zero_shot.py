@@ -144,7 +144,7 @@ def test_the_zero_shot_head_as_a_fine_tuning_head_on_unit_embeddings(tiny):
     with torch.no_grad():
         net.head.weight.copy_(torch.from_numpy(weight))
         net.head.bias.copy_(torch.from_numpy(bias))
-    images = task.split("val")
+    images = task.split("val").subset(np.arange(12))
     x = torch.stack([backbone.data_config.transform()(images[i][0]) for i in range(len(images))])
     plain = create_backbone(f"clip:{config}", weights=weights)
     with torch.no_grad():
