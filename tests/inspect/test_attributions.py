@@ -24,6 +24,7 @@ from unirep.inspect.attributions import (
     randomisation_check,
     randomised_copy,
     rank_correlations,
+    with_token_map,
 )
 from unirep.inspect.context import InspectContext
 from unirep.inspect.occlusion import ClassProbabilities, predicted_classes
@@ -140,3 +141,29 @@ def test_notes_say_when_grad_cam_is_coarse_or_missing_and_when_ig_does_not_add_u
     assert "stage4 is 2 x 2" in coarse and "0.40 on average (max 0.60)" in missing
     assert "Grad-CAM is not computed" in attribution_notes(None, torch.tensor([0.01]))[0]
     assert attribution_notes(("stage3", "p", (8, 8)), torch.tensor([0.01])) == []
+
+
+def test_grad_cam_on_vit_tokens_goes_through_the_patch_grid():
+    from unirep.backbones import create_backbone
+
+    backbone = create_backbone("random:test_vit", input_size=32, seed=0)
+    x, y = torch.rand(4, 3, 32, 32, generator=torch.Generator().manual_seed(0)), torch.tensor([0, 1, 0, 1])
+    ctx = InspectContext.for_testing(backbone, x, y, classifier=nn.Sequential(backbone, nn.Linear(
+        backbone.num_features, 2)).eval(), layers=["stage3"])
+    info = ctx.layer_info["stage3"]
+    path = next(p for p, m in ctx.classifier.named_modules() if m is info.module)
+    tapped, layer = with_token_map(ctx.classifier, path, info)
+    with torch.no_grad():
+        torch.testing.assert_close(tapped(x), ctx.classifier(x))  # the tap changes nothing
+    targets = torch.tensor([1, 0, 1, 1])
+    maps, size = grad_cam(tapped, layer, x, targets)
+    assert size == tuple(info.grid) and maps.shape == (4, 32, 32)
+    found = {}
+    handle = info.module.register_forward_hook(lambda _m, _i, out: found.setdefault("tokens", out))
+    logits = ctx.classifier(x.clone().requires_grad_(True))
+    handle.remove()
+    token_gradient, = torch.autograd.grad(logits[torch.arange(4), targets].sum(), found["tokens"])
+    grid, gradient = info.as_map(found["tokens"]), info.as_map(token_gradient)  # patch tokens on the grid
+    cam = torch.relu((gradient.mean(dim=(2, 3), keepdim=True) * grid).sum(dim=1, keepdim=True))
+    expected = nn.functional.interpolate(cam, size=(32, 32), mode="bilinear", align_corners=False)[:, 0]
+    torch.testing.assert_close(maps, expected.detach(), atol=1e-5, rtol=1e-4)

@@ -66,6 +66,31 @@ def grad_cam(classifier: nn.Module, layer: nn.Module, images: torch.Tensor, targ
     return maps[:, 0], tuple(coarse.shape[-2:])
 
 
+class TokenMap(nn.Module):
+    """Passes a ViT block's (B, prefix + h*w, C) tokens on unchanged, routing the patch tokens through `self.map`
+    as a (B, C, h, w) map: an Identity captum's LayerGradCam can hook like a CNN stage."""
+
+    def __init__(self, layer_info):
+        super().__init__()
+        self.layer_info = layer_info
+        self.map = nn.Identity()
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        grid = self.map(self.layer_info.as_map(tokens))
+        prefix = tokens[:, :self.layer_info.prefix_tokens]
+        return torch.cat([prefix, grid.flatten(2).transpose(1, 2)], dim=1)
+
+
+def with_token_map(classifier: nn.Module, path: str, layer_info) -> tuple[nn.Module, nn.Module]:
+    """A deep copy of `classifier` whose token layer at `path` is followed by a `TokenMap`, and that map module."""
+    tapped = copy.deepcopy(classifier)
+    parent_path, _, child = path.rpartition(".")
+    parent = tapped.get_submodule(parent_path) if parent_path else tapped
+    wrapped = nn.Sequential(getattr(parent, child), TokenMap(layer_info))
+    setattr(parent, child, wrapped)  # a child named "3" of a Sequential / ModuleList is replaced in place, too
+    return tapped.eval(), wrapped[1].map
+
+
 def map_size(model: nn.Module, layer: nn.Module, images: torch.Tensor) -> tuple[int, int] | None:
     """(h, w) of `layer`'s output on these images when it is a (B, C, h, w) map with h * w > 1 (Grad-CAM needs
     one), else None."""
@@ -193,14 +218,20 @@ def _mean(values: list) -> float | None:
 ATTRIBUTION_DEFAULTS = {"ig_steps": IG_STEPS, "ig_baseline": 0.0, "randomisation_images": 8, "internal_batch_size": 64}
 
 
-def last_map_layer(ctx, images: torch.Tensor) -> tuple[str, str, tuple[int, int]] | None:
-    """(name, path inside ctx.classifier, map size) of the last selected layer whose output is a spatial map."""
+def last_map_layer(ctx, images: torch.Tensor) -> tuple[str, str, tuple[int, int], object] | None:
+    """(name, path inside ctx.classifier, map size, the LayerInfo of a token layer or None) of the last selected
+    layer with a spatial map: a (B, C, h, w) output, or ViT tokens on a patch grid (`ctx.layer_info`)."""
     paths = {id(module): path for path, module in ctx.classifier.named_modules()}
     for name in reversed(list(ctx.layers)):
         module = ctx.layers[name]
-        size = map_size(ctx.classifier, module, images) if id(module) in paths else None
+        if id(module) not in paths:
+            continue
+        size = map_size(ctx.classifier, module, images)
         if size is not None:
-            return name, paths[id(module)], size
+            return name, paths[id(module)], size, None
+        info = getattr(ctx, "layer_info", {}).get(name)
+        if info is not None and info.grid is not None and info.grid[0] * info.grid[1] > 1:
+            return name, paths[id(module)], tuple(info.grid), info
     return None
 
 
@@ -211,7 +242,7 @@ def selected_layer_paths(ctx) -> dict[str, str]:
 
 
 def attribution_methods(images: torch.Tensor, targets: torch.Tensor, settings: dict,
-                        cam_path: str | None) -> dict[str, Callable[[nn.Module], torch.Tensor]]:
+                        cam: tuple | None) -> dict[str, Callable[[nn.Module], torch.Tensor]]:
     """Each method as a function of a classifier (the trained one or a randomised copy) -> (N, H, W) maps."""
     def ig(classifier: nn.Module) -> torch.Tensor:
         return integrated_gradients(ClassProbabilities(classifier).eval(), images, targets,
@@ -219,9 +250,15 @@ def attribution_methods(images: torch.Tensor, targets: torch.Tensor, settings: d
                                     internal_batch_size=settings["internal_batch_size"])[0].cpu()
 
     methods = {"integrated-gradients": ig}
-    if cam_path is not None:
-        methods["grad-cam"] = lambda classifier: grad_cam(classifier, classifier.get_submodule(cam_path), images,
-                                                          targets)[0].cpu()
+    def cam_maps(classifier: nn.Module) -> torch.Tensor:
+        _, path, _, token_info = cam
+        if token_info is None:
+            return grad_cam(classifier, classifier.get_submodule(path), images, targets)[0].cpu()
+        tapped, layer = with_token_map(classifier, path, token_info)
+        return grad_cam(tapped, layer, images, targets)[0].cpu()
+
+    if cam is not None:
+        methods["grad-cam"] = cam_maps
     return methods
 
 
@@ -236,7 +273,7 @@ class AttributionsSection(Section):
         occlusion, occlusion_settings = shared_occlusion(ctx)
         images, _, ids, targets, model = decisions_on_test_images(ctx, occlusion_settings["n_images"])
         cam = last_map_layer(ctx, images)
-        methods = attribution_methods(images, targets, settings, cam[1] if cam else None)
+        methods = attribution_methods(images, targets, settings, cam)
         maps = {"occlusion": occlusion, **{name: method(ctx.classifier) for name, method in methods.items()}}
         with torch.no_grad():  # IG's completeness: its sum should equal f(x) - f(baseline)
             rise = (model(images) - model(torch.full_like(images, settings["ig_baseline"]))).gather(1, targets[:, None])
@@ -255,7 +292,7 @@ class AttributionsSection(Section):
         agreement = {f"{a} vs {b}": _mean(rank_correlations(maps[a], maps[b])["spearman_abs"])
                      for i, a in enumerate(names) for b in names[i + 1:]}
         k = min(settings["randomisation_images"], len(ids))
-        check_methods = attribution_methods(images[:k], targets[:k], settings, cam[1] if cam else None)
+        check_methods = attribution_methods(images[:k], targets[:k], settings, cam)
         check = randomisation_check(ctx.classifier, check_methods, cascade_steps(ctx.classifier,
                                                                                  selected_layer_paths(ctx)), ctx.seed)
         verdict = randomisation_verdict(check)
@@ -267,6 +304,7 @@ class AttributionsSection(Section):
                                                   "completeness_gap_mean": float(gap.mean()),
                                                   "completeness_gap_max": float(gap.max())},
                          "grad_cam": None if cam is None else {"layer": cam[0], "map_size": list(cam[2]),
+                                                               "tokens_as_map": cam[3] is not None,
                                                                "explains": "logit", "relu": True,
                                                                "upsampling": "bilinear"},
                          "region": region, "randomisation_images": k, "changed_below": CHANGED_BELOW},
