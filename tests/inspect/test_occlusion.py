@@ -168,3 +168,15 @@ def test_section_runs_on_a_context_with_object_masks(tmp_path):
     assert len(with_masks.numbers["per_image"]) == 3
     delta = OcclusionSection().differences(result, with_masks).numbers["b_minus_a"]
     assert delta["deletion_auc"] == pytest.approx(with_masks.numbers["deletion_auc"] - result.numbers["deletion_auc"])
+
+
+def test_a_window_larger_than_the_image_or_an_unknown_setting_is_refused(tmp_path):
+    from unirep.errors import ConfigError
+
+    classifier = PatchClassifier()
+    for settings, message in (({"window": 64}, r"occlusion.window=64.*1 <= window <= 32"),
+                              ({"windw": 4}, r"no setting\(s\) \['windw'\]")):
+        ctx = InspectContext.for_testing(classifier.backbone, bright_images(2), torch.zeros(2, dtype=torch.long),
+                                         classifier=classifier, out_dir=tmp_path, settings={"occlusion": settings})
+        with pytest.raises(ConfigError, match=message):
+            OcclusionSection().run(ctx)
