@@ -95,3 +95,10 @@ def test_an_out_dir_that_cannot_be_written_is_refused(tmp_path, capsys):
     assert inspect(blocker / "report", MOBILENET) == 2
     message = capsys.readouterr().err.strip().splitlines()[-1]
     assert "output directory" in message and "not writable" in message and "--out" in message
+
+
+def test_list_sections_names_them_in_report_order(capsys):
+    assert main(["list", "sections"]) == 0
+    names = capsys.readouterr().out.split()
+    assert {"exemplars", "representation"} <= set(names)
+    assert names.index("exemplars") < names.index("representation")  # the report's order, not alphabetical
