@@ -194,7 +194,8 @@ def test_activations_section_says_only_the_dormant_ratio_applies_to_a_silu_netwo
     from unirep.backbones import create_backbone
     from unirep.inspect.activations import Activations
 
-    result = Activations().run(_context(create_backbone("random:test_efficientnet", input_size=32)))
+    result = Activations().run(_context(create_backbone("random:test_efficientnet", input_size=32), {"images": None}))
+    assert result.numbers["settings"]["images"] == 40  # unset: the context's --images budget
     assert result.numbers["dead_share_applies"] is False and result.numbers["overall_dead_share"] is None
     assert all(row["dead_share"] is None for row in result.numbers["stages"].values())
     assert any("SiLU network" in note and "only the dormant ratio" in note for note in result.notes)

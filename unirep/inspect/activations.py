@@ -1,11 +1,11 @@
 """Dead and dormant units: the `activations` section of `unirep inspect`.
 
 Hooks on every activation module of the backbone (unirep.unit_stats: found by type, ReLU/ReLU6 and the smooth
-ones; ViT tokens reshaped to patch maps) while it runs on many different inputs of the task (default: 256 test
-images). Per stage and per activation layer: the dead-unit share (a channel's map exactly zero on >= q % of the
-inputs; ReLU/ReLU6 only), the dormant ratio (Sokar et al. 2023) at each tau, and activation histograms; plus the
-maps of a few inputs for the most active channels of the selected layers. For SiLU/GELU networks only the dormant
-ratio applies, and the section says so.
+ones; ViT tokens reshaped to patch maps) while it runs on many different inputs of the task (default: the report's
+`--images` budget of test images; `activations.images=N`). Per stage and per activation layer: the dead-unit share
+(a channel's map exactly zero on >= q % of the inputs; ReLU/ReLU6 only), the dormant ratio (Sokar et al. 2023) at
+each tau, and activation histograms; plus the maps of a few inputs for the most active channels of the selected
+layers. For SiLU/GELU networks only the dormant ratio applies, and the section says so.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from unirep.unit_stats import (
     summarize,
 )
 
-DEFAULTS: dict[str, Any] = {"images": 256, "split": "test", "dead_quantile": DEFAULT_DEAD_QUANTILE,
+DEFAULTS: dict[str, Any] = {"images": None, "split": "test", "dead_quantile": DEFAULT_DEAD_QUANTILE,
                             "dormant_taus": list(DEFAULT_DORMANT_TAUS), "histogram_bins": 40, "map_images": 4,
                             "map_channels": 6, "map_layers": 2, "batch_size": 64}
 CHANGE_THRESHOLD = 0.05  # |B - A| of a share at or above this (5 points) is highlighted
@@ -38,7 +38,8 @@ def _pct(value: float | None) -> str:
 
 def measure(ctx, settings: dict[str, Any]) -> dict[str, Any]:
     """The section's numbers: unit statistics of ctx.backbone over `images` images of `split`."""
-    pixels, _, ids = ctx.pixels(settings["split"], settings["images"])
+    # Default: the report's --images budget, as for every section (a stated q % of few inputs means little).
+    pixels, _, ids = ctx.pixels(settings["split"], settings["images"] or ctx.n_images)
     batches = (ctx.normalize(pixels[i:i + settings["batch_size"]].to(ctx.device))
                for i in range(0, len(pixels), settings["batch_size"]))
     stats = measure_unit_stats(ctx.backbone, batches, seed=ctx.seed)
