@@ -76,8 +76,13 @@ def train_digits_classifier() -> tuple[DigitsCNN, nn.Module, torch.Tensor, torch
 
 
 @pytest.fixture(scope="module")
-def trained():
-    backbone, classifier, x, y = train_digits_classifier()
+def trained_all():
+    return train_digits_classifier()
+
+
+@pytest.fixture(scope="module")
+def trained(trained_all):
+    backbone, classifier, x, y = trained_all
     return backbone, classifier, x[:96], y[:96]
 
 
@@ -150,17 +155,25 @@ def test_fgsm_moves_every_pixel_by_epsilon_in_the_gradient_sign_direction(traine
     assert torch.all((step * gradient[moving]) >= 0)
 
 
-def test_pgd_finds_at_most_the_accuracy_of_fgsm_at_every_epsilon(trained):
-    _, classifier, x, y = trained
-    result = evaluate_perturbations(classifier, x[:48], y[:48], names=["fgsm", "pgd"], severities=[0, 3, 5])
+def test_pgd_finds_at_most_the_accuracy_of_fgsm_at_every_epsilon(trained_all):
+    _, classifier, x, y = trained_all  # all 600 test images: this small CNN is nearly linear at small ε
+    # At 4/255 and below both find the same errors here (a tie a float reordering could flip): 8/255 is the test.
+    result = evaluate_perturbations(classifier, x, y, names=["fgsm", "pgd"], severities=[0, 5])
     fgsm, pgd = result["perturbations"]["fgsm"], result["perturbations"]["pgd"]
     assert pgd["accuracy"][0] == fgsm["accuracy"][0]
     for a_pgd, a_fgsm in zip(pgd["accuracy"][1:], fgsm["accuracy"][1:]):
         assert a_pgd <= a_fgsm
-    assert pgd["accuracy"][-1] < pgd["accuracy"][0]  # 8/255 does hurt
-    adversarial = perturb("pgd", 5, classifier, x[:8], y[:8])
-    assert (adversarial - x[:8]).abs().max() <= EPSILONS[5] + 1e-6
-    assert adversarial.min() >= 0 and adversarial.max() <= 1
+    assert pgd["accuracy"][-1] < pgd["accuracy"][0] - 0.05  # 8/255 does hurt
+    # Beyond the table (16/255, through the registered functions): PGD's 10 steps find clearly more errors and loss.
+    attacked = {name: PERTURBATIONS.get(name).apply(x, 16 / 255, model=classifier, labels=y)
+                for name in ("fgsm", "pgd")}
+    with torch.no_grad():
+        logits = {name: classifier(images) for name, images in attacked.items()}
+    accuracy = {name: float((out.argmax(1) == y).double().mean()) for name, out in logits.items()}
+    loss = {name: float(F.cross_entropy(out, y)) for name, out in logits.items()}
+    assert accuracy["pgd"] < accuracy["fgsm"] - 0.01 and loss["pgd"] > loss["fgsm"]
+    assert (attacked["pgd"] - x).abs().max() <= 16 / 255 + 1e-6
+    assert attacked["pgd"].min() >= 0 and attacked["pgd"].max() <= 1
 
 
 def test_bad_names_and_severities_are_refused_naming_the_valid_ones():
