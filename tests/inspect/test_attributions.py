@@ -118,12 +118,12 @@ def test_section_runs_on_a_context(trained, tmp_path):
     ctx = InspectContext.for_testing(backbone, x, y, classifier=classifier, out_dir=tmp_path,
                                      layers=["features.1", "features.3"],
                                      settings={"occlusion": {"n_images": 4, "curve_steps": 8},
-                                               "attributions": {"ig_steps": 16, "randomisation_images": 4}})
+                                               "attributions": {"ig_steps": 32, "randomisation_images": 4}})
     result = AttributionsSection().run(ctx)
     json.dumps(result.numbers)
     assert list(result.numbers["methods"]) == ["occlusion", "integrated-gradients", "grad-cam"]
     assert result.numbers["settings"]["grad_cam"]["layer"] == "features.3"
-    assert result.numbers["settings"]["integrated_gradients"]["completeness_gap_max"] < 0.05
+    assert result.numbers["settings"]["integrated_gradients"]["completeness_gap_max"] < 0.03  # 0.011 measured
     steps = [s["randomised"] for s in result.numbers["randomisation"]["steps"]]
     assert steps == ["above features.3", "features.1 and above", "all layers"]
     verdict = result.numbers["randomisation_verdict"]
