@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from unirep.errors import ConfigError, UnirepError, UnknownNameError
-from unirep.inspect import list_sections
+from unirep.inspect import import_sections, list_sections
 from unirep.inspect.sections import SECTIONS, Section, SectionResult
 
 REPORT_FORMAT = 1
@@ -79,6 +79,7 @@ def run_sections(contexts: list, names: list[str], *, skipped: dict[str, str] | 
     (bad input: a section's settings) stops the run, as every bad input does."""
     from tqdm.auto import tqdm
 
+    import_sections()
     run = InspectRun([ctx.label for ctx in contexts], list(names), skipped=dict(skipped or {}))
     bar = tqdm(total=len(names) * len(contexts), desc="inspect", unit="section", disable=not progress,
                file=sys.stderr)
