@@ -113,3 +113,15 @@ def test_no_cis_with_n_boot_zero(ood_results):
     table = build_leaderboard([results_dir], n_boot=0).ood
     assert table["auroc"].notna().all() and table["auroc_low"].isna().all()
     assert "[" not in ood_display(table, OOD_BENCHMARK)["near AUROC"].iloc[0]
+
+
+def test_a_folder_of_ood_records_alone_builds(tmp_path):
+    # `unirep ood --out runs/ood` writes ood-records/ only; `unirep build runs/ood` shows its OoD section
+    write_ood_grid(tmp_path / "ood")
+    out = tmp_path / "lb"
+    assert main(["build", str(tmp_path / "ood"), "--out", str(out), "--n-boot", "20"]) == 0
+    assert len(pd.read_csv(out / "ood.csv")) == len(OOD_BACKBONES) * len(OOD_SCORES) * (2 + len(OOD_SETS))
+    assert "## OoD detection" in (out / "leaderboard.md").read_text()
+    page = (out / "index.html").read_text()
+    assert 'id="ood-detection"' in page and "OoD detection section only" in page
+    assert main(["build", str(tmp_path / "nothing-here"), "--out", str(tmp_path / "x")]) == 2

@@ -85,10 +85,11 @@ def build_leaderboard(
         >>> write_leaderboard(board, "leaderboard")
     """
     records, skipped = read_results(results_dirs)
-    if not records:
+    ood, ood_notes = ood_table(results_dirs, n_boot, level, seed)
+    if not records and ood.empty:  # a `unirep ood` folder alone (ood-records/) gives a board of its OoD section
         where = ", ".join(map(str, results_dirs))
         raise DataError(f"no readable result records under {where} ({len(skipped)} malformed): run `unirep eval` "
-                        "first, or point at the folder holding records/")
+                        "(or `unirep ood`) first, or point at the folder holding records/ (or ood-records/)")
     cells, notes = group_cells(records)
     tasks = sorted({c.task for c in cells})
     suites = dict(suites) if suites is not None else task_suites(tasks, cards_dir)
@@ -96,7 +97,6 @@ def build_leaderboard(
     long = long_table(cells, n_boot, level, seed)
     agreement, agreement_notes = agreement_table(cells)
     seeds, seed_notes = seed_table(cells, reference, level)
-    ood, ood_notes = ood_table(results_dirs, n_boot, level, seed)
     return Leaderboard(
         cells=cells,
         long=long,

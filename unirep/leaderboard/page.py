@@ -75,7 +75,7 @@ def render_page(board: Leaderboard) -> str:
 
 
 def summary(board: Leaderboard) -> dict:
-    dates = sorted(c.created_at for c in board.cells)
+    dates = sorted(c.created_at for c in board.cells) or ["–"]  # none: a board of OoD records only
     return {"records": board.n_records, "backbones": len(board.backbones), "tasks": len(board.tasks),
             "protocols": ", ".join(board.protocols), "first": dates[0][:10], "last": dates[-1][:10],
             "level": f"{100 * board.level:g}", "n_boot": board.n_boot, "reference": board.reference or "none"}
@@ -146,6 +146,8 @@ def _number(value: object, decimals: int) -> float | int | None:
 
 
 def table_html(board: Leaderboard) -> str:
+    if not board.cells:
+        return '<p class="note">No probe or estimator records: this board holds the OoD detection section only.</p>'
     frame, aggregate_columns = page_frame(board)
     columns = list(frame.columns)
     column_defs = [{"targets": [columns.index(f"{a} CI") for a in aggregate_columns], "visible": False,

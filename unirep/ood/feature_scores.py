@@ -51,14 +51,16 @@ class ActivationShaping(OodScore):
         return self
 
     def score(self, features, logits):
-        x = np.asarray(features, np.float64)
+        x = np.asarray(features)
         n = x.shape[1]
         keep = n - int(np.round(n * self.params["percentile"] / 100))
-        pruned = np.where(_largest_mask(np.asarray(features), keep), x, 0.0)
+        # Pruned in the features' own dtype (the kept values are copied, not rounded), then float64 once; the
+        # per-example rescaling commutes with the head's product, so it is applied to the logits.
+        pruned = np.where(_largest_mask(x, keep), x, 0).astype(np.float64)
         kept_sum = pruned.sum(axis=1)
         # An all-zero feature vector keeps nothing to rescale (0 / 0): its activations stay as they are.
-        scale = np.divide(x.sum(axis=1), kept_sum, out=np.zeros(len(x)), where=kept_sum > 0)
-        return _energy(self.head.logits(pruned * np.exp(scale)[:, None]))
+        scale = np.divide(x.sum(axis=1, dtype=np.float64), kept_sum, out=np.zeros(len(x)), where=kept_sum > 0)
+        return _energy((pruned @ self.head.weight.T) * np.exp(scale)[:, None] + self.head.bias)
 
 
 def _largest_mask(x: np.ndarray, keep: int) -> np.ndarray:
