@@ -17,7 +17,7 @@ sides' scores agree (Spearman rank correlation; pytorch-ood's scores are outlier
 
 Usage:
     .venv/bin/python benchmarks/ood_scores.py [--n-train 50000] [--dim 2048] [--n-test 10000] [--classes 10]
-        [--scores msp,energy,...] [--threads 1] [--target-threads 2] [--no-reference]
+        [--scores msp,energy,...] [--threads 1] [--target-threads 2] [--no-reference] [--plugin my_score.py]
 
 Adding a score to the registry adds it to this table; a score without a pytorch-ood counterpart shows "-".
 """
@@ -34,6 +34,7 @@ import torch
 from scipy.stats import spearmanr
 from threadpoolctl import threadpool_limits
 
+from unirep.commands.ood import load_plugin
 from unirep.ood import FitData, LinearHead, ScoreNotApplicable, create_score, list_scores
 
 
@@ -148,7 +149,11 @@ def main() -> None:
                         "(0: skip)")
     parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument("--no-reference", action="store_true", help="time unirep's scores only")
+    parser.add_argument("--plugin", action="append", default=[], metavar="FILE.py",
+                        help="a file registering scores (as `unirep ood --plugin`): timed next to the others")
     args = parser.parse_args()
+    for path in args.plugin:
+        load_plugin(path)
     names = args.scores.split(",") if args.scores else list_scores()
     print(f"load average {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores; train {args.n_train} x {args.dim}, "
           f"test {args.n_test} ID + {args.n_test} OoD, {args.classes} classes; {args.threads} thread(s) each side")
