@@ -19,8 +19,9 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "unirep"
 
-# What sits on top of the pipeline: the CLI, its commands and the main job (`unirep run`) may use everything.
-TOP = ("unirep.cli", "unirep.commands", "unirep.pipeline")
+# What sits on top of the pipeline: the CLI, its commands, the main job (`unirep run`) and the studies that combine
+# pipelines (`unirep ood-study`) may use everything.
+TOP = ("unirep.cli", "unirep.commands", "unirep.pipeline", "unirep.studies")
 # What reads the pipeline's results and is never imported by it (future report packages join this tuple).
 REPORTS = ("unirep.leaderboard", "unirep.reports", "unirep.inspect")
 
