@@ -229,3 +229,17 @@ def test_a_score_is_one_decorated_function():
         assert not SCORES.get("test-top2-margin").grid
     finally:
         SCORES._entries.pop("test-top2-margin")
+
+
+def test_react_thresholds_are_numpys_percentiles_and_shared_by_the_candidates(score_data):
+    from unirep.ood.feature_scores import _percentiles
+
+    rng = np.random.default_rng(0)
+    for values in (rng.random((30, 7)), rng.integers(0, 5, (11, 3)).astype(float), score_data.train):
+        quantiles = [0, 12.5, 50, 85, 90, 99, 100]
+        np.testing.assert_allclose(_percentiles(values, quantiles), np.percentile(values.astype(float), quantiles),
+                                   rtol=1e-12, atol=1e-12)
+    fit = score_data.fit
+    thresholds = {p: create_score("react", percentile=p).setup(fit).threshold_ for p in (90, 85, 70)}
+    assert set(fit.memo["react"]) >= {70, 85, 90, 95, 99}
+    assert thresholds[70] < thresholds[85] < thresholds[90]
