@@ -68,14 +68,16 @@ class ActivationShaping(OodScore):
     def score(self, features, logits):
         x = np.asarray(features)
         n = x.shape[1]
-        keep = n - int(np.round(n * self.params["percentile"] / 100))
-        # Pruned in the features' own dtype (the kept values are copied, not rounded), then float64 once; the
-        # per-example rescaling commutes with the head's product, so it is applied to the logits.
-        pruned = np.where(_largest_mask(x, keep), x, 0).astype(np.float64)
-        kept_sum = pruned.sum(axis=1)
+        keep = max(1, n - int(np.round(n * self.params["percentile"] / 100)))  # at least one (tiny feature sets)
+        # The pruned features as a sparse matrix of the kept values (every row keeps exactly `keep`), in float64;
+        # the per-example rescaling commutes with the head's product, so it is applied to the logits.
+        rows, columns = np.nonzero(_largest_mask(x, keep))
+        kept = x[rows, columns].astype(np.float64)
+        pruned = sparse.csr_matrix((kept, columns, np.arange(0, kept.size + 1, keep)), shape=x.shape)
+        kept_sum = kept.reshape(len(x), keep).sum(axis=1)
         # An all-zero feature vector keeps nothing to rescale (0 / 0): its activations stay as they are.
         scale = np.divide(x.sum(axis=1, dtype=np.float64), kept_sum, out=np.zeros(len(x)), where=kept_sum > 0)
-        return _energy((pruned @ self.head.weight.T) * np.exp(scale)[:, None] + self.head.bias)
+        return _energy(np.asarray(pruned @ self.head.weight.T) * np.exp(scale)[:, None] + self.head.bias)
 
 
 def _largest_mask(x: np.ndarray, keep: int) -> np.ndarray:
