@@ -4,14 +4,11 @@ record holds the templates and the logit scale, and the prompts' text embeddings
 
 from __future__ import annotations
 
-import json
-
 import numpy as np
 import open_clip
 import pytest
 import torch
 from omegaconf import OmegaConf
-from safetensors.torch import save_file
 
 from unirep.backbones import create_backbone
 from unirep.config import EvalConfig, load_config
@@ -24,24 +21,13 @@ from unirep.tasks import create_task
 from unirep.zero_shot import TEMPLATE_SETS, TextEmbeddingCache, resolve_templates, zero_shot_head
 
 TINY = "unirep-test-clip-zero-shot"
-TINY_CONFIG = {"embed_dim": 32,
-               "vision_cfg": {"image_size": 32, "layers": 2, "width": 64, "patch_size": 8, "head_width": 32},
-               "text_cfg": {"context_length": 16, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 2}}
 TASK = "lfw-faces"  # 100 / 40 / 60 images: the cheapest real task
 
 
 @pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    root = tmp_path_factory.mktemp("tiny-clip-zs")
-    config = root / f"{TINY}.json"
-    config.write_text(json.dumps(TINY_CONFIG))
-    open_clip.add_model_config(config)
-    torch.manual_seed(1)
-    model = open_clip.create_model(TINY, pretrained=None)
-    with torch.no_grad():
-        model.logit_scale.fill_(np.log(50.0))
-    weights = root / "tiny.safetensors"
-    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(weights))
+def tiny(tiny_clip):
+    config, weights = tiny_clip(TINY, seed=1, logit_scale=50.0)
+    root = config.parent
     return root, config, weights, open_clip.create_model(TINY, pretrained=str(weights)).eval()
 
 

@@ -4,7 +4,6 @@ The reference everywhere is open_clip itself, loading the same file with its own
 
 from __future__ import annotations
 
-import json
 import time
 import warnings
 
@@ -22,25 +21,13 @@ from unirep.features import ExtractionSettings, FeatureCache, extract_features
 from unirep.tasks import create_task
 
 TINY = "unirep-test-clip"
-# ViT: 32 px, 8 px patches (16 patches), 2 blocks of width 64; text: 2 blocks of width 32; embeddings of 32.
-TINY_CONFIG = {"embed_dim": 32,
-               "vision_cfg": {"image_size": 32, "layers": 2, "width": 64, "patch_size": 8, "head_width": 32},
-               "text_cfg": {"context_length": 16, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 2}}
 
 
 @pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    """(weights file, open_clip's own model loaded from it, config file)."""
-    root = tmp_path_factory.mktemp("tiny-clip")
-    config = root / f"{TINY}.json"
-    config.write_text(json.dumps(TINY_CONFIG))
-    open_clip.add_model_config(config)
-    torch.manual_seed(0)
-    model = open_clip.create_model(TINY, pretrained=None)
-    with torch.no_grad():  # a non-default logit scale, so a test can tell the file's from the init's
-        model.logit_scale.fill_(np.log(50.0))
-    weights = root / "tiny-clip.safetensors"
-    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(weights))
+def tiny(tiny_clip):
+    """(weights file, open_clip's own model loaded from it, config file); a non-default logit scale, so a test can
+    tell the file's from the init's."""
+    config, weights = tiny_clip(TINY, seed=0, logit_scale=50.0)
     reference = open_clip.create_model(TINY, pretrained=str(weights)).eval()
     return weights, reference, config
 

@@ -12,10 +12,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-import test_page_browser
 from leaderboard_records import BACKBONES, SUITES, TASKS, make_record, write_grid
 from scipy import stats
-from test_page_browser import CHROMEDRIVER, CHROMIUM, column_texts, wait_until_settled
+from test_page_browser import column_texts, wait_until_settled
 
 from unirep.config import EvalConfig, load_config
 from unirep.evaluate import evaluate
@@ -27,7 +26,6 @@ from unirep.results import write_record
 REAL_BACKBONES = [{"name": "raw-pixels", "input_size": 8}, {"name": "raw-pixels", "input_size": 4, "label": "raw4"},
                   {"name": "random:resnet10t", "input_size": 32}]
 ESTIMATORS = ["logme", "nleep"]
-browser = test_page_browser.browser  # the headless Chromium fixture of the page test
 
 
 class TableRows(HTMLParser):
@@ -172,8 +170,6 @@ def test_no_estimators_no_section(results_dir, tmp_path):
     assert page_tables(tmp_path / "lb" / "index.html") == {}
 
 
-@pytest.mark.skipif(not (CHROMIUM and CHROMEDRIVER), reason="Chromium is not installed: apt-get install -y chromium "
-                    "chromium-driver (the CI installs it)")
 def test_page_with_agreement_loads_in_a_browser(tmp_path, browser):
     synthetic_results(tmp_path / "results")
     board = build_leaderboard([tmp_path / "results"], suites=SUITES, n_boot=0)

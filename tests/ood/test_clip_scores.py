@@ -4,13 +4,10 @@
 
 from __future__ import annotations
 
-import json
-
 import numpy as np
 import open_clip
 import pytest
 import torch
-from safetensors.torch import save_file
 from scipy.special import softmax
 
 from unirep.backbones import create_backbone
@@ -21,21 +18,13 @@ from unirep.tasks import create_task
 from unirep.zero_shot import zero_shot_head
 
 TINY = "unirep-test-clip-ood"
-TINY_CONFIG = {"embed_dim": 32,
-               "vision_cfg": {"image_size": 32, "layers": 2, "width": 64, "patch_size": 8, "head_width": 32},
-               "text_cfg": {"context_length": 16, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 2}}
 ID_NAMES = ["zero", "one", "two", "three", "four", "five"]
 
 
 @pytest.fixture(scope="module")
-def clip_data(tmp_path_factory):
-    root = tmp_path_factory.mktemp("tiny-clip-ood")
-    config = root / f"{TINY}.json"
-    config.write_text(json.dumps(TINY_CONFIG))
-    open_clip.add_model_config(config)
-    torch.manual_seed(2)
-    weights = root / "tiny.safetensors"
-    save_file({k: v.contiguous() for k, v in open_clip.create_model(TINY).state_dict().items()}, str(weights))
+def clip_data(tiny_clip):
+    config, weights = tiny_clip(TINY, seed=2)
+    root = config.parent
     reference = open_clip.create_model(TINY, pretrained=str(weights)).eval()
     backbone = create_backbone(f"clip:{TINY}", weights=weights, layer="tokens")
     split = create_task("sklearn-digits").split("val")

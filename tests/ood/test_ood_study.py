@@ -143,23 +143,14 @@ def test_a_benchmark_without_a_validation_ood_set_is_refused(study, capsys, tmp_
 
 
 
-def test_the_study_runs_on_a_tiny_clip_tower(study, capsys, tmp_path):
+def test_the_study_runs_on_a_tiny_clip_tower(study, capsys, tmp_path, tiny_clip):
     """Full fine-tuning, LP-FT, WiSE-FT from CLIP's zero-shot head (θ_0 = the pretrained tower with the zero-shot head
     of the ID class names, WiSE-FT's own choice for CLIP) and the scores, MCM included, on a CLIP image tower
     (`clip:<config>` with a local safetensors file of random weights, the path a user with OpenAI's weights takes)."""
-    open_clip = pytest.importorskip("open_clip")
     _, argv = study
-    config = tmp_path / "unirep-study-clip.json"
-    config.write_text(json.dumps({
+    config, weights = tiny_clip("unirep-study-clip", seed=0, config={
         "embed_dim": 16, "vision_cfg": {"image_size": 32, "layers": 2, "width": 32, "patch_size": 8, "head_width": 16},
-        "text_cfg": {"context_length": 16, "vocab_size": 49408, "width": 16, "heads": 2, "layers": 1}}))
-    open_clip.add_model_config(config)
-    torch.manual_seed(0)
-    model = open_clip.create_model(config.stem, pretrained=None)
-    weights = tmp_path / "tiny-clip.safetensors"
-    from safetensors.torch import save_file
-
-    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(weights))
+        "text_cfg": {"context_length": 16, "vocab_size": 49408, "width": 16, "heads": 2, "layers": 1}})
     out = tmp_path / "out"
     clip = f"clip:{config}"
     backbone = f"{{name: '{clip}', weights: '{weights}', layer: unit-embedding}}"
