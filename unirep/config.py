@@ -129,7 +129,7 @@ class FineTuneConfig:
 class OodProtocolConfig:
     """The `ood` protocol (unirep.ood.protocol): OoD benchmarks scored after the tasks, records as `unirep ood`'s.
     benchmarks: card names or paths (empty: every shipped benchmark whose ID task is one of the run's tasks); scores:
-    empty for every registered score the classifier allows; classifier: linear | none."""
+    empty for every registered score the classifier allows; classifier: linear | zero-shot (a clip: backbone) | none."""
 
     benchmarks: list[str] = field(default_factory=list)
     scores: list[str] = field(default_factory=list)

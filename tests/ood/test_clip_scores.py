@@ -111,3 +111,48 @@ def test_other_heads_and_features_are_not_applicable(clip_data):
         create_score("gl-mcm").setup(FitData(features[:, :32], np.zeros(len(features), int), zero_shot))
     with pytest.raises(ScoreNotApplicable, match="dimension 32"):
         create_score("mcm").setup(FitData(features[:, :31], np.zeros(len(features), int), zero_shot))
+
+
+def test_unirep_ood_with_the_zero_shot_classifier(tiny_clip, tmp_path):
+    """`unirep ood clip:<tower> --classifier zero-shot` on a shipped benchmark: MCM and MSP records on CLIP's
+    class-prompt head, whose ID accuracy is CLIP's zero-shot recipe written out with open_clip alone (the clip-7
+    prompts of each ID class name embedded, averaged, normalised; argmax of the cosine with each test image)."""
+    from unirep.cli import main
+    from unirep.ood.benchmarks import create_benchmark
+    from unirep.ood.metrics import ood_metrics
+    from unirep.ood.records import load_ood_records
+    from unirep.zero_shot import TEMPLATE_SETS
+
+    name = "unirep-test-clip-ood-cli"
+    config, weights = tiny_clip(name, seed=3)
+    bench_name = "opencv-digits-ood"
+    argv = ["ood", f"clip:{config}", "--weights", str(weights), "--benchmarks", bench_name, "--classifier",
+            "zero-shot", "--scores", "mcm,msp", "--out", str(tmp_path / "out"), "--cache-dir", str(tmp_path / "cache")]
+    assert main(argv) == 0
+    records = {r.ood_score: r for r in load_ood_records(tmp_path / "out")}
+    assert sorted(records) == ["mcm", "msp"] and {r.classifier for r in records.values()} == {"zero-shot"}
+
+    bench = create_benchmark(bench_name)
+    test = bench.sets["id/test"]
+    images = bench.tasks[test.task].split(test.split).subset(test.rows)
+    transform = create_backbone(f"clip:{config}", weights=weights).data_config.transform()
+    reference = open_clip.create_model(name, pretrained=str(weights)).eval()
+    tokenizer = open_clip.get_tokenizer(name)
+    with torch.no_grad():
+        image = torch.cat([reference.encode_image(torch.stack([transform(images[i][0])
+                                                               for i in range(start, min(start + 256, len(images)))]),
+                                                  normalize=True) for start in range(0, len(images), 256)])
+        classes = []
+        for class_name in bench.id_classes:
+            prompts = reference.encode_text(tokenizer([t.format(class_name) for t in TEMPLATE_SETS["clip-7"]]),
+                                            normalize=True)
+            classes.append(torch.nn.functional.normalize(prompts.mean(0), dim=0))
+    predicted = (image @ torch.stack(classes).T).argmax(1).numpy()
+    expected = 100.0 * float((predicted == test.labels).mean())
+    for record in records.values():
+        assert record.id_accuracy == pytest.approx(expected, abs=1e-9)
+        assert record.classifier_hyperparameters["template_set"] == "clip-7"
+    mcm = records["mcm"]  # its AUROCs follow from its own per-example scores
+    for key, scores in mcm.ood_test_scores.items():
+        assert mcm.metrics["sets"][key] == pytest.approx(ood_metrics(np.array(mcm.id_test_scores), np.array(scores)),
+                                                         abs=1e-9)

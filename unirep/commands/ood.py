@@ -37,9 +37,10 @@ class OodCommand(Command):
                                  "linear.n_c=10 max_input_size=96)")
         parser.add_argument("--benchmarks", nargs="+", help="OoD benchmark names (tasks/ood/*.yaml) or card paths")
         parser.add_argument("--scores", help="comma-separated score names (default: every registered score)")
-        parser.add_argument("--classifier", choices=("linear", "none"),
+        parser.add_argument("--classifier", choices=("linear", "zero-shot", "none"),
                             help="the head logit scores read: linear (unirep's linear probe, C chosen on ID val; "
-                                 "default) or none (feature-only scores)")
+                                 "default), zero-shot (a clip: backbone's class-prompt head, nothing trained; what "
+                                 "MCM and GL-MCM read) or none (feature-only scores)")
         parser.add_argument("--config", help="YAML config (fields of unirep.ood.run.OodConfig)")
         parser.add_argument("--out", help="run directory (records under <out>/ood-records/)")
         parser.add_argument("--cache-dir", help="feature cache directory")

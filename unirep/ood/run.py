@@ -37,7 +37,9 @@ from unirep.ood.scores import SCORES, FitData, LinearHead, OodScore, ScoreNotApp
 from unirep.probes import FeatureSplit, create_probe
 from unirep.runtime import library_versions
 
-CLASSIFIERS = ("linear", "none")  # none: feature-only scores, no head (and no ID accuracy)
+# linear: unirep's linear probe (C chosen on ID val); zero-shot: a clip: backbone's class-prompt head (nothing
+# trained; the head MCM and GL-MCM need); none: feature-only scores, no head (and no ID accuracy).
+CLASSIFIERS = ("linear", "zero-shot", "none")
 
 
 @dataclass
@@ -172,6 +174,13 @@ def benchmark_features(bench: OodBenchmark, backbone, cache: FeatureCache, setti
         predictions = probe.predict(features["id/test"])
         accuracy = Metric.TOP1(labels["id/test"], predictions)
         hyper = {**probe.selected_params_, "val_top1": probe.val_score_, "refit": "id train+val"}
+    elif cfg.classifier == "zero-shot":
+        from unirep.ood.clip_scores import zero_shot_ood_head  # open_clip only where a CLIP tower is used
+
+        head = zero_shot_ood_head(backbone, bench, cache_dir=cfg.cache_dir)
+        predictions = head.logits(features["id/test"]).argmax(axis=1)  # columns in ID label order
+        accuracy = Metric.TOP1(labels["id/test"], predictions)
+        hyper = {"template_set": head.template_set, "trained": "nothing: class-name prompts of the ID classes"}
     logits = {key: head.logits(x) if head is not None else None for key, x in features.items()}
     seconds["classifier_s"] = round(time.perf_counter() - start, 3)
     return BenchmarkFeatures(features, logits, labels, head, accuracy, predictions, hyper, seconds)
