@@ -36,7 +36,7 @@ import os
 import re
 import socket
 import zipfile
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -52,6 +52,7 @@ from unirep.backbones.base import INTERPOLATIONS, Backbone, DataConfig
 from unirep.backbones.weights import load_strict, read_state_dict, strip_prefix
 from unirep.errors import ConfigError, WeightsError
 from unirep.fileio import sha256_file
+from unirep.runtime_env import switches
 
 CLIP_PREFIX = "clip:"
 RANDOM_CLIP_PREFIX = "random:clip:"
@@ -71,24 +72,11 @@ def _open_clip():
     return open_clip
 
 
-@contextlib.contextmanager
-def hub_offline() -> Iterator[None]:
+def hub_offline() -> contextlib.AbstractContextManager[None]:
     """The Hugging Face hub's offline switch, on for the block: building a model config or a tokenizer never looks
-    anything up (without it, an unreachable hub costs ~25 s of retries per file). The hub reads the environment once,
-    at import, so its constant is set too."""
-    import huggingface_hub.constants as hub_constants
-
-    before_env, before_constant = os.environ.get("HF_HUB_OFFLINE"), hub_constants.HF_HUB_OFFLINE
-    os.environ["HF_HUB_OFFLINE"] = "1"
-    hub_constants.HF_HUB_OFFLINE = True
-    try:
-        yield
-    finally:
-        hub_constants.HF_HUB_OFFLINE = before_constant
-        if before_env is None:
-            os.environ.pop("HF_HUB_OFFLINE", None)
-        else:
-            os.environ["HF_HUB_OFFLINE"] = before_env
+    anything up (without it, an unreachable hub costs ~25 s of retries per file); the one scoped writer of the
+    environment sets the hub's import-time constant too."""
+    return switches(hub_offline=True)
 
 
 @dataclass(frozen=True)
