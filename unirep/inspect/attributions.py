@@ -29,6 +29,7 @@ from unirep.inspect.occlusion import (
     curve_summary,
     decisions_on_test_images,
     deletion_insertion,
+    mean_of_known,
     object_region,
     overlay_rows,
     region_shares,
@@ -205,14 +206,9 @@ def randomisation_check(classifier: nn.Module, methods: dict[str, Callable[[nn.M
         per_method = {}
         for name, method in methods.items():
             values = rank_correlations(reference[name], method(randomised))
-            per_method[name] = {**values, **{f"mean_{k}": _mean(v) for k, v in values.items()}}
+            per_method[name] = {**values, **{f"mean_{k}": mean_of_known(v) for k, v in values.items()}}
         results.append({"randomised": label, "modules": len(names), **counts, "methods": per_method})
     return {"order": "cascading from the top", "seed": seed, "steps": results}
-
-
-def _mean(values: list) -> float | None:
-    kept = [v for v in values if v is not None]
-    return float(np.mean(kept)) if kept else None
 
 
 ATTRIBUTION_DEFAULTS = {"ig_steps": IG_STEPS, "ig_baseline": 0.0, "randomisation_images": 8, "internal_batch_size": 64}
@@ -284,12 +280,12 @@ class AttributionsSection(Section):
             curves = curve_summary(deletion_insertion(model, images, targets, values,
                                                       steps=occlusion_settings["curve_steps"]))
             shares = region_shares(values, masks.cpu())
-            per_method[name] = {"mean_inside_share": _mean(shares["inside_share"]),
+            per_method[name] = {"mean_inside_share": mean_of_known(shares["inside_share"]),
                                 "inside_share": shares["inside_share"],
                                 "deletion_auc": curves["deletion"]["mean_auc"],
                                 "insertion_auc": curves["insertion"]["mean_auc"]}
         names = list(maps)
-        agreement = {f"{a} vs {b}": _mean(rank_correlations(maps[a], maps[b])["spearman_abs"])
+        agreement = {f"{a} vs {b}": mean_of_known(rank_correlations(maps[a], maps[b])["spearman_abs"])
                      for i, a in enumerate(names) for b in names[i + 1:]}
         k = min(settings["randomisation_images"], len(ids))
         check_methods = attribution_methods(images[:k], targets[:k], settings, cam)

@@ -147,7 +147,8 @@ def object_region(ctx, ids: list[str], size: int, area: float) -> tuple[torch.Te
     return centred_prior(size, area)[None].expand(len(ids), -1, -1), f"centred-disc prior covering {area:.0%}"
 
 
-def _mean(values: list) -> float | None:
+def mean_of_known(values: list) -> float | None:
+    """Mean of the values that are not None (a per-image number can be undefined); None if none is."""
     kept = [v for v in values if v is not None]
     return float(np.mean(kept)) if kept else None
 
@@ -251,8 +252,8 @@ class OcclusionSection(Section):
                          "insertion_start": "Gaussian blur, sigma 5 px at 224 px scaled to the input",
                          "auc": "trapezoid over fractions 0..1", "random_order_seed": ctx.seed},
             "region": region,
-            "mean_inside_share": _mean(shares["inside_share"]),
-            "mean_region_area_share": _mean(shares["region_area_share"]),
+            "mean_inside_share": mean_of_known(shares["inside_share"]),
+            "mean_region_area_share": mean_of_known(shares["region_area_share"]),
             "deletion_auc": summary["occlusion"]["deletion"]["mean_auc"],
             "insertion_auc": summary["occlusion"]["insertion"]["mean_auc"],
             "random_order": {k: v["mean_auc"] for k, v in summary["random order"].items()},
