@@ -28,6 +28,7 @@ from torch import nn
 
 from unirep.backbones.base import Backbone
 from unirep.errors import ConfigError, DataError
+from unirep.unit_stats import tokens_to_maps
 
 SPLITS = ("train", "val", "test")
 
@@ -99,19 +100,13 @@ class LayerInfo:
         if output.ndim == 4:
             return output
         if output.ndim == 3:
-            tokens = output[:, self.prefix_tokens:]
-            h, w = self.grid or _square_grid(tokens.shape[1], self.name)
-            return tokens.transpose(1, 2).reshape(tokens.shape[0], tokens.shape[2], h, w)
+            try:
+                return tokens_to_maps(output, self.prefix_tokens, self.grid)
+            except ValueError as exc:
+                raise DataError(f"layer {self.name!r}: {exc}; name a layer with map outputs") from None
         if output.ndim == 2:
             return output[:, :, None, None]
         raise DataError(f"layer {self.name!r} gives outputs of shape {tuple(output.shape)}, not a map or tokens")
-
-
-def _square_grid(n: int, name: str) -> tuple[int, int]:
-    side = int(math.isqrt(n))
-    if side * side != n:
-        raise DataError(f"layer {name!r}: {n} tokens are not a square patch grid; name a layer with map outputs")
-    return side, side
 
 
 def stage_layers(backbone: nn.Module) -> dict[str, LayerInfo]:
