@@ -37,4 +37,5 @@ COMMAND_MODULES = (
     "unirep.commands.ood",
     "unirep.commands.ood_study",
     "unirep.commands.inspect",
+    "unirep.commands.explain",
 )
