@@ -36,6 +36,7 @@ BACKBONE_MODULES = (
     "unirep.backbones.baselines",
     "unirep.backbones.checkpoint",
     "unirep.backbones.clip",  # `clip:<open_clip model>`; open_clip itself is imported on first use
+    "unirep.backbones.birdnet",  # `birdnet` (waveforms, 48 kHz); ai-edge-litert is imported on first use
 )
 
 # create_backbone's defaults: arguments equal to these are not passed on, so a factory only declares what it uses.
