@@ -52,7 +52,7 @@ def resolve_tasks(names: list[str]) -> list[str]:
 
 
 # Modules holding task adapters; each registers its tasks on import. Add yours here.
-ADAPTER_MODULES = ("unirep.tasks.offline", "unirep.tasks.standard", "unirep.tasks.custom")
+ADAPTER_MODULES = ("unirep.tasks.offline", "unirep.tasks.standard", "unirep.tasks.custom", "unirep.tasks.detection")
 
 
 def _import_adapters() -> None:
