@@ -13,13 +13,12 @@ import torch
 from torch import nn
 
 from unirep.backbones.base import Backbone, DataConfig
+from unirep.explanation_metrics import deletion_insertion, insertion_start
 from unirep.inspect.context import InspectContext
 from unirep.inspect.occlusion import (
     ClassProbabilities,
     OcclusionSection,
     centred_prior,
-    deletion_insertion,
-    insertion_start,
     occlusion_maps,
     region_shares,
 )

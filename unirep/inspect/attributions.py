@@ -24,11 +24,10 @@ import numpy as np
 import torch
 from torch import nn
 
+from unirep.explanation_metrics import curve_summary, deletion_insertion
 from unirep.inspect.occlusion import (
     ClassProbabilities,
-    curve_summary,
     decisions_on_test_images,
-    deletion_insertion,
     mean_of_known,
     object_region,
     overlay_rows,

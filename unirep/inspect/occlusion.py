@@ -10,7 +10,8 @@ window); each pixel gets the mean drop of the windows that cover it. Per image t
   inserted (into a blurred copy) into, the image in order of attribution, the class probability against the
   fraction of pixels, and the area under each curve; the same curves in a random pixel order are the reference
   (a useful map deletes faster and inserts faster than random).
-The deletion/insertion and region functions take any attribution map; `unirep.inspect.attributions` reuses them.
+The region functions take any attribution map; `unirep.inspect.attributions` reuses them. The deletion/insertion
+curves live in `unirep.explanation_metrics` (shared with `unirep explain`).
 """
 
 from __future__ import annotations
@@ -20,12 +21,11 @@ import math
 import numpy as np
 import torch
 from torch import nn
-from torchvision.transforms.v2 import functional as TF
 
+from unirep.explanation_metrics import CURVE_STEPS, curve_summary, deletion_insertion
 from unirep.inspect.sections import Section, SectionResult, register_section
 
 PRIOR_AREA = 0.5
-CURVE_STEPS = 32
 DISPLAY_IMAGES = 8
 
 
@@ -81,62 +81,6 @@ def region_shares(maps: torch.Tensor, masks: torch.Tensor) -> dict:
     shares = [float(i / t) if t > 0 else None for i, t in zip(inside, total)]
     return {"inside_share": shares, "outside_share": [None if s is None else 1 - s for s in shares],
             "region_area_share": [float(a) for a in masks.double().mean(dim=1)]}
-
-
-def insertion_start(images: torch.Tensor) -> torch.Tensor:
-    """RISE's insertion substrate: a Gaussian blur (σ 5 px at 224 px, scaled to the image) of the images."""
-    sigma = 5.0 * images.shape[-1] / 224.0
-    kernel = 2 * math.ceil(3 * sigma) + 1
-    return TF.gaussian_blur(images, kernel_size=[kernel, kernel], sigma=[sigma, sigma])
-
-
-def deletion_insertion(model: nn.Module, images: torch.Tensor, targets: torch.Tensor, maps: torch.Tensor, *,
-                       steps: int = CURVE_STEPS, baseline: float = 0.0, batch_size: int = 64,
-                       order: str = "attribution", seed: int = 0) -> dict:
-    """Deletion and insertion curves of `model` (pixels -> class probabilities) for `targets`.
-
-    Pixels are ranked by `maps` (highest first; order="random" ranks them at random, seeded: the reference), and
-    at fraction k/steps of them: deletion sets the top-ranked pixels (all channels) to `baseline`, insertion copies
-    them into the blurred image. Returns the fractions, per-image curves and their areas (trapezoid over [0, 1]).
-    """
-    n, _, h, w = images.shape
-    maps = maps.to(images.device)
-    if order == "random":
-        generator = torch.Generator().manual_seed(seed)
-        ranking = torch.stack([torch.randperm(h * w, generator=generator) for _ in range(n)]).to(images.device)
-    else:
-        ranking = torch.argsort(maps.reshape(n, -1), dim=1, descending=True, stable=True)
-    # rank_of[i, p] = position of pixel p in image i's order; pixel p is changed at step k iff rank_of < count_k
-    rank_of = torch.empty_like(ranking)
-    rank_of.scatter_(1, ranking, torch.arange(h * w, device=images.device).expand(n, -1).contiguous())
-    counts = [round(k * h * w / steps) for k in range(steps + 1)]
-    blurred = insertion_start(images)
-    curves = {}
-    for kind in ("deletion", "insertion"):
-        probabilities = torch.empty(n, steps + 1, dtype=torch.float64)
-        for i in range(n):
-            changed = torch.stack([(rank_of[i] < c).reshape(1, h, w) for c in counts])  # (steps+1, 1, H, W)
-            if kind == "deletion":
-                batch = torch.where(changed, torch.full_like(images[i], baseline), images[i])
-            else:
-                batch = torch.where(changed, images[i], blurred[i])
-            with torch.no_grad():
-                out = torch.cat([model(batch[j:j + batch_size]) for j in range(0, len(batch), batch_size)])
-            probabilities[i] = out[:, targets[i]].double()
-        fractions = np.asarray(counts, dtype=np.float64) / (h * w)
-        curves[kind] = {"probability": probabilities.tolist(),
-                        "auc": [float(np.trapezoid(p, fractions)) for p in probabilities.numpy()]}
-    return {"fractions": [c / (h * w) for c in counts], "order": order, **curves}
-
-
-def curve_summary(curves: dict) -> dict:
-    """Mean deletion/insertion curve and mean AUC over images."""
-    summary = {}
-    for kind in ("deletion", "insertion"):
-        probabilities = np.asarray(curves[kind]["probability"])
-        summary[kind] = {"mean_curve": probabilities.mean(axis=0).tolist(),
-                         "mean_auc": float(np.mean(curves[kind]["auc"]))}
-    return summary
 
 
 def object_region(ctx, ids: list[str], size: int, area: float) -> tuple[torch.Tensor, str]:
