@@ -11,14 +11,17 @@ from unirep.estimators import ESTIMATORS, Estimator, create_estimator, list_esti
 
 NAMES = list_estimators()
 # What each estimator is meant to be invariant to when the features are multiplied by a constant.
-EXPECTED_SCALE_INVARIANT = {"logme", "hscore", "hscore-shrinkage", "nleep", "leep", "nce"}
+EXPECTED_SCALE_INVARIANT = {"logme", "hscore", "hscore-shrinkage", "nleep", "leep", "nce", "rankme", "alpha-req", "nc1"}
+LABEL_FREE = {"rankme", "alpha-req"}
+WITHOUT_HEAD = ["alpha-req", "hscore", "hscore-shrinkage", "logme", "nc1", "nleep", "rankme"]
 
 
 def test_registry_lists_every_estimator_with_its_flags():
-    assert set(NAMES) == {"logme", "hscore", "hscore-shrinkage", "nleep", "leep", "nce"}
-    assert list_estimators(source_head_available=False) == ["hscore", "hscore-shrinkage", "logme", "nleep"]
+    assert set(NAMES) == {"logme", "hscore", "hscore-shrinkage", "nleep", "leep", "nce", "rankme", "alpha-req", "nc1"}
+    assert list_estimators(source_head_available=False) == WITHOUT_HEAD
     for name in NAMES:
         assert ESTIMATORS.get(name).name == name
+        assert ESTIMATORS.get(name).label_free == (name in LABEL_FREE)
     assert create_estimator("logme", variant="reference").identity() == {
         "name": "logme", "variant": "reference", "max_iter": None, "tol": None,
     }
@@ -28,7 +31,7 @@ def test_registry_lists_every_estimator_with_its_flags():
 def test_score_estimators_scores_what_applies(blobs):
     X, y, logits = blobs
     without_head = score_estimators(X, y)
-    assert sorted(without_head) == ["hscore", "hscore-shrinkage", "logme", "nleep"]
+    assert sorted(without_head) == WITHOUT_HEAD
     assert without_head["logme"] == create_estimator("logme").score(X, y)
     assert sorted(score_estimators(X, y, logits)) == NAMES
     with pytest.raises(DataError, match="backbone vit_x has no source classification head"):
@@ -63,7 +66,19 @@ def test_informative_features_beat_shuffled_labels(blobs, name):
     X, y, logits = blobs
     shuffled = np.random.default_rng(0).permutation(y)
     estimator = create_estimator(name)
-    assert estimator.score(X, y, logits) > estimator.score(X, shuffled, logits)
+    if estimator.label_free:  # what it measures is the features alone: the labels must change nothing
+        assert estimator.score(X, shuffled, logits) == estimator.score(X, y, logits)
+    else:
+        assert estimator.score(X, y, logits) > estimator.score(X, shuffled, logits)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_score_with_details_gives_the_score(blobs, name):
+    X, y, logits = blobs
+    estimator = create_estimator(name)
+    value, details = estimator.score_with_details(X, y, logits)
+    assert value == estimator.score(X, y, logits)
+    assert isinstance(details, dict)
 
 
 @pytest.mark.parametrize("name", NAMES)

@@ -11,6 +11,9 @@ no estimator wins everywhere (Agostinelli et al., ECCV 2022).
 | nleep            | features (PCA + GMM)    | Li et al., CVPR 2021               | yes (up to fit noise) |
 | leep             | source logits           | Nguyen et al., ICML 2020           | n/a (no features) |
 | nce              | source logits           | Tran et al., ICCV 2019             | n/a (no features) |
+| rankme           | features (no labels)    | Garrido et al., ICML 2023          | yes               |
+| alpha-req        | features (no labels)    | Agrawal et al., NeurIPS 2022 (score -abs(alpha - 1)) | yes |
+| nc1              | features                | Papyan et al., PNAS 2020 (score -log10 NC1) | yes      |
 
 Every score is "higher is better" and every estimator is invariant to relabelling the classes.
 
@@ -37,6 +40,7 @@ ESTIMATOR_MODULES = (
     "unirep.estimators.hscore",
     "unirep.estimators.source_head",
     "unirep.estimators.nleep",
+    "unirep.estimators.geometry",
 )
 
 

@@ -29,11 +29,14 @@ class Estimator(BaseEstimator):
         needs_source_head: True when `score` requires `source_logits` from the backbone's source classifier.
         scale_invariant: True when multiplying the features by a positive constant leaves the score unchanged
             (up to the estimator's numerical tolerance); tests hold every estimator flagged so to it.
+        label_free: True when the score reads no labels (RankMe, alpha-ReQ: what the representation is, not how it
+            fits the task); the labels are still checked, and tests hold these to ignoring them.
     """
 
     name: ClassVar[str] = ""
     needs_source_head: ClassVar[bool] = False
     scale_invariant: ClassVar[bool] = False
+    label_free: ClassVar[bool] = False
 
     def score(
         self,
@@ -57,6 +60,12 @@ class Estimator(BaseEstimator):
         if self.needs_source_head:
             logits = check_source_logits(source_logits, len(X), backbone)
         return float(self._score(X, y, logits))
+
+    def score_with_details(self, features: np.ndarray, labels: np.ndarray, source_logits: np.ndarray | None = None,
+                           *, backbone: str | None = None) -> tuple[float, dict]:
+        """`score` and the numbers behind it worth keeping in the record (e.g. the raw NC1 when the score is
+        -log10 NC1); `{}` for estimators whose score is already the number."""
+        return self.score(features, labels, source_logits, backbone=backbone), {}
 
     def _score(self, X: np.ndarray, y: np.ndarray, source_logits: np.ndarray | None) -> float:
         raise NotImplementedError  # pragma: no cover - abstract

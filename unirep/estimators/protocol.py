@@ -60,14 +60,15 @@ class EstimatorProtocol(Protocol):
         if self.needs_source_logits and all(s in data.source_logits for s in SCORED_SPLITS):
             logits = np.concatenate([data.source_logits[s] for s in SCORED_SPLITS])
         # Without logits a source-head estimator raises its own one-line DataError naming the fix.
-        value = estimator.score(features, labels, logits)
+        value, details = estimator.score_with_details(features, labels, logits)
         identity = estimator.identity()
         return ProtocolOutcome(
             metric=self.estimator,
             score=float(value),
             val_score=None,
             hyperparameters=identity,
-            extra={"estimator": identity, "scored_splits": list(SCORED_SPLITS), "n_scored": int(len(labels))},
+            extra={"estimator": identity, "scored_splits": list(SCORED_SPLITS), "n_scored": int(len(labels)),
+                   **({"details": details} if details else {})},
         )
 
 
