@@ -35,7 +35,7 @@ from unirep.config import BackboneSpec, backbone_specs, save_config, to_containe
 from unirep.distributed import World, WorldSettings, current_world, launch_world, launched_as_zero
 from unirep.errors import ConfigError
 from unirep.faults import fault_point
-from unirep.features import ExtractionSettings, FeatureCache
+from unirep.features import ExtractionSettings, FeatureCache, backbone_inputs, is_waveform_backbone
 from unirep.fewshot import mean_ci
 from unirep.fileio import atomic_write_json, ensure_writable_dir
 from unirep.metrics import Metric
@@ -73,7 +73,7 @@ def build_backbone(spec: BackboneSpec, cfg: DictConfig):
     kwargs = dict(pretrained=spec.pretrained, weights=spec.weights, layer=spec.layer, seed=spec.seed)
     backbone = create_backbone(spec.name, input_size=spec.input_size, **kwargs)
     cap = cfg.max_input_size
-    if spec.input_size is None and cap and backbone.data_config.input_size > cap:
+    if spec.input_size is None and cap and backbone.data_config.input_size > cap and not is_waveform_backbone(backbone):
         # Built again rather than patched: some architectures (ViTs) size their position embedding at creation.
         backbone = create_backbone(spec.name, input_size=cap, **kwargs)
     return backbone
@@ -213,8 +213,8 @@ def _evaluate_backbone_on_task(run: _Run, spec: BackboneSpec, task_name: str, ba
         need_logits = any(protocols[j.protocol].needs_source_logits for j in pending)
         need_features = any(not protocols[j.protocol].needs_images for j in pending)
         extract_start = time.perf_counter()
-        splits = {s: run.cache.get_or_extract(backbone, task.manifest, s, task.split(s), run.settings, need_logits,
-                                              world)
+        splits = {s: run.cache.get_or_extract(backbone, task.manifest, s, backbone_inputs(task, backbone, s),
+                                              run.settings, need_logits, world)
                   for s in ("train", "val", "test") if need_features}
         extract_seconds = time.perf_counter() - extract_start
         context = (task, backbone, splits, extract_seconds)
@@ -306,6 +306,9 @@ def _task_features(task, splits, backbone=None) -> TaskFeatures:
 
 
 def _task_images(task, backbone) -> TaskImages:
+    if is_waveform_backbone(backbone):
+        raise ConfigError(f"backbone {backbone.name!r} reads waveforms: protocols that train the network on images "
+                          "(fine-tuning) cannot run it; use linear, knn or the estimators")
     return TaskImages(train=task.split("train"), val=task.split("val"), test=SealedImages(task.split("test")),
                       backbone=backbone, num_classes=task.card.num_classes)
 
@@ -323,6 +326,12 @@ def _run_job(job, task, backbone, splits, extract_seconds, protocol, cfg, versio
         if rank is not None:  # distributed: who extracted what (images through the backbone), who ran the job
             timings.update(extract_images_per_rank=per_rank, job_rank=rank)
     counts = task.manifest.counts
+    extra = outcome.extra
+    summarise_inputs = getattr(task, "input_summary", None)  # audio tasks: what reading the clips did to them
+    if summarise_inputs is not None:
+        rate = backbone.sample_rate if is_waveform_backbone(backbone) else None
+        extra = {**extra, "inputs": {**summarise_inputs(rate),
+                                     "read_as": backbone_inputs(task, backbone, "test").input_description()}}
     return ResultRecord(
         backbone=job.spec.display_name,
         task=task.name,
@@ -342,7 +351,7 @@ def _run_job(job, task, backbone, splits, extract_seconds, protocol, cfg, versio
         backbone_identity=backbone.identity(),
         test_labels=outcome.test_labels,
         test_predictions=outcome.test_predictions,
-        extra=outcome.extra,
+        extra=extra,
     )
 
 

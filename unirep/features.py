@@ -18,6 +18,7 @@ import time
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -34,6 +35,9 @@ from unirep.fileio import atomic_save_npz, sha256_json
 from unirep.numerics import check_finite
 from unirep.runtime import resolve_device
 from unirep.tasks.base import ImageSet, SplitManifest
+
+if TYPE_CHECKING:
+    from unirep.audio.clips import ClipSet
 
 CACHE_FORMAT = 1
 
@@ -163,8 +167,50 @@ def extract_features(
     if settings.channels_last:
         backbone.to(memory_format=torch.channels_last)
     with torch.inference_mode():
+        if is_waveform_backbone(backbone):
+            return _extract_clips(backbone, images, settings, with_source_logits and backbone.has_source_head,
+                                  description, start)
         return _extract(backbone, images, settings, device, with_source_logits and backbone.has_source_head,
                         description, start)
+
+
+def is_waveform_backbone(backbone: Backbone) -> bool:
+    """True for backbones that read clips (`modality = "waveform"`, e.g. BirdNET) instead of images."""
+    return getattr(backbone, "modality", "image") == "waveform"
+
+
+def backbone_inputs(task, backbone: Backbone, split: str) -> ImageSet | ClipSet:
+    """What `backbone` reads of `task`'s `split`: the task's images, or - for a waveform backbone on an audio task -
+    its clips at the backbone's sample rate. A waveform backbone on a task without waveforms is refused in one line."""
+    if not is_waveform_backbone(backbone):
+        return task.split(split)
+    if getattr(task, "kind", "image") != "audio":
+        raise ConfigError(f"backbone {backbone.name!r} reads audio waveforms, but task {task.name!r} is an image task: "
+                          "evaluate it on an audio task (unirep list tasks --suite audio), or use an image backbone")
+    return task.clips(split).at_rate(backbone.sample_rate)  # the MFCC task refuses here: it has no waveforms
+
+
+def _extract_clips(backbone: Backbone, clips: ClipSet, settings: ExtractionSettings, want_logits: bool,
+                   description: str, start: float) -> ExtractedSplit:
+    """Features of a waveform backbone: batches of clips (float32 mono at backbone.sample_rate, any length) through
+    `embed_clips` / `embed_clips_with_source_logits`; the backbone runs them where it runs (e.g. a TFLite
+    interpreter on the CPU), so `settings.device` and the precision do not apply."""
+    features, logits = [], []
+    batches = range(0, len(clips), settings.batch_size)
+    for first in tqdm(batches, desc=description, unit="batch", leave=False, disable=_quiet()):
+        batch = [clips.clip(i) for i in range(first, min(first + settings.batch_size, len(clips)))]
+        if want_logits:
+            feats, source_logits = backbone.embed_clips_with_source_logits(batch)
+            logits.append(torch.as_tensor(source_logits).float().cpu())
+        else:
+            feats = backbone.embed_clips(batch)
+        features.append(torch.as_tensor(feats).float().cpu())
+        fault_point("extract-batch")
+    out = torch.cat(features).numpy() if features else np.zeros((0, backbone.num_features), np.float32)
+    check_finite(out, f"features of {backbone.name} ({description})", hint="nothing was cached; check the model file")
+    return ExtractedSplit(features=out, labels=np.asarray(clips.labels),
+                          source_logits=torch.cat(logits).numpy() if want_logits else None,
+                          seconds=time.perf_counter() - start, images_per_rank=[len(out)])
 
 
 def _extract(backbone: Backbone, images: ImageSet, settings: ExtractionSettings, device: torch.device,
@@ -255,11 +301,15 @@ class FeatureCache:
                               "file; choose another with --cache-dir (or cache_dir=...)")
 
     @staticmethod
-    def key(backbone_identity: dict, manifest: SplitManifest, split: str, settings: ExtractionSettings) -> str:
-        # Batch size, device and workers do not change the numbers; precision and memory format may.
+    def key(backbone_identity: dict, manifest: SplitManifest, split: str, settings: ExtractionSettings,
+            inputs: dict | None = None) -> str:
+        # Batch size, device and workers do not change the numbers; precision and memory format may. `inputs`
+        # describes inputs a task makes from its data (an audio task's front-end or clip reading); None (image tasks)
+        # leaves their keys as they were.
         numerics = {"precision": settings.precision, "channels_last": settings.channels_last}
+        described = {} if inputs is None else {"inputs": inputs}
         return sha256_json({"format": CACHE_FORMAT, "backbone": backbone_identity, "manifest": manifest.digest,
-                            "split": split, "numerics": numerics})
+                            "split": split, "numerics": numerics, **described})
 
     def path(self, key: str) -> Path:
         return self.root / key[:2] / f"{key}.npz"
@@ -304,7 +354,7 @@ class FeatureCache:
         backbone: Backbone,
         manifest: SplitManifest,
         split: str,
-        images: ImageSet,
+        images: ImageSet | ClipSet,
         settings: ExtractionSettings,
         with_source_logits: bool = False,
         world: World | None = None,
@@ -314,7 +364,9 @@ class FeatureCache:
         module docstring) and rank 0 stores the gathered split."""
         world = world or World()
         identity = backbone.identity()
-        key = self.key(identity, manifest, split, settings)
+        describe = getattr(images, "input_description", None)
+        inputs = describe() if describe is not None else None
+        key = self.key(identity, manifest, split, settings, inputs)
         found = world.on_zero(lambda: self.load(key, need_logits=with_source_logits and backbone.has_source_head,
                                                 labels=np.asarray(images.labels)))
         if found is not None:
@@ -323,7 +375,7 @@ class FeatureCache:
                                     description=f"{backbone.name}/{manifest.task}/{split}")
         if world.is_zero:
             self.save(key, extracted, {"backbone": identity, "manifest": manifest.summary(), "split": split,
-                                       "settings": asdict(settings)})
+                                       "settings": asdict(settings), **({"inputs": inputs} if inputs else {})})
         if world.distributed and world.is_zero:
             print(f"unirep: extracted {backbone.name}/{manifest.task}/{split} on {world.size} processes: "
                   f"{' + '.join(map(str, extracted.images_per_rank))} images", file=sys.stderr)

@@ -87,7 +87,7 @@ class ExtractCommand(Command):
     def run(self, args: argparse.Namespace) -> int:
         from unirep.distributed import launch_world
         from unirep.evaluate import build_backbone, checked_backbone_specs, extraction_settings, run_world_settings
-        from unirep.features import FeatureCache
+        from unirep.features import FeatureCache, backbone_inputs
         from unirep.fileio import atomic_save_npz
         from unirep.results import slug
         from unirep.tasks import create_task, resolve_tasks
@@ -103,8 +103,8 @@ class ExtractCommand(Command):
             backbone = build_backbone(spec, cfg)
             for task in tasks:
                 for split in ("train", "val", "test"):
-                    got = cache.get_or_extract(backbone, task.manifest, split, task.split(split), settings,
-                                               world=world)
+                    got = cache.get_or_extract(backbone, task.manifest, split, backbone_inputs(task, backbone, split),
+                                               settings, world=world)
                     if not world.is_zero:
                         continue
                     state = "cached" if got.cached else f"{len(got.features) / max(got.seconds, 1e-9):.0f} img/s"

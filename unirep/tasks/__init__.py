@@ -52,7 +52,8 @@ def resolve_tasks(names: list[str]) -> list[str]:
 
 
 # Modules holding task adapters; each registers its tasks on import. Add yours here.
-ADAPTER_MODULES = ("unirep.tasks.offline", "unirep.tasks.standard", "unirep.tasks.custom", "unirep.tasks.detection")
+ADAPTER_MODULES = ("unirep.tasks.offline", "unirep.tasks.standard", "unirep.tasks.custom", "unirep.tasks.detection",
+                   "unirep.tasks.audio")
 
 
 def _import_adapters() -> None:
