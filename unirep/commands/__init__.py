@@ -32,6 +32,7 @@ COMMAND_MODULES = (
     "unirep.commands.universality",
     "unirep.commands.build",
     "unirep.commands.train_source",
+    "unirep.commands.train_detector",
     "unirep.commands.score",
     "unirep.commands.finetune",
     "unirep.commands.ood",
