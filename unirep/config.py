@@ -123,6 +123,9 @@ class FineTuneConfig:
     num_nodes: int = 1
     deterministic: Any = True
     num_workers: int = 0
+    # > 0: after every epoch, dead/dormant units per stage and the first-layer noise score of the backbone being
+    # fine-tuned, measured on the first N val images (unirep.training.unit_stats_callback), join the record's curve.
+    unit_stats_images: int = 0
 
 
 @dataclass

@@ -57,6 +57,7 @@ from unirep.tasks.base import ImageSet
 from unirep.training.data import CachedSplit, cache_split
 from unirep.training.determinism import preserve_deterministic_mode
 from unirep.training.optim import OPTIMIZERS, OptimSettings
+from unirep.training.unit_stats_callback import UnitStatsCallback
 
 REFIT_POLICIES = ("train+val", "train")
 
@@ -112,6 +113,16 @@ class _Run:
         net = Classifier(copy.deepcopy(self.backbone), self.num_classes, self.seed)
         net.load_state_dict(state)
         return net
+
+    def unit_stats_images(self) -> torch.Tensor | None:
+        """The first `ft.unit_stats_images` val images (uint8, at the backbone's size), or None when off."""
+        n = int(self.ft.get("unit_stats_images", 0) or 0)
+        if n <= 0:
+            return None
+        if "unit_stats" not in self.datasets:
+            size = self.backbone.data_config.input_size
+            self.datasets["unit_stats"] = cache_split(self.val, self.backbone.data_config, f"val @{size}px").images[:n]
+        return self.datasets["unit_stats"]
 
     def dataset(self, name: str):
         if name not in self.datasets:
@@ -205,7 +216,8 @@ def _select_sgd(run: _Run, phase: Phase, start_state: dict) -> tuple[PhaseChoice
     for lr in phase.lrs:
         began = time.perf_counter()
         module = fit_phase(run.new_net(start_state), run.partition, phase, lr, phase.max_epochs,
-                           run.dataset("train"), run.dataset("val"), run.metric, run.ft, run.seed)
+                           run.dataset("train"), run.dataset("val"), run.metric, run.ft, run.seed,
+                           unit_stats_images=run.unit_stats_images())
         run.world_size = module.trainer.world_size
         run.curve.extend({"phase": phase.name, "stage": "select", "candidate_lr": lr, **e} for e in module.curve)
         sweep[f"{lr:g}"] = module.best_score
@@ -222,7 +234,7 @@ def _select_sgd(run: _Run, phase: Phase, start_state: dict) -> tuple[PhaseChoice
 
 def _refit_sgd(run: _Run, phase: Phase, choice: PhaseChoice, net: Classifier) -> None:
     module = fit_phase(net, run.partition, phase, choice.lr, choice.epochs, run.dataset("train+val"), None,
-                       run.metric, run.ft, run.seed)
+                       run.metric, run.ft, run.seed, unit_stats_images=run.unit_stats_images())
     run.curve.extend({"phase": phase.name, "stage": "refit", "candidate_lr": choice.lr, **e} for e in module.curve)
 
 
@@ -252,9 +264,11 @@ SOLVERS = {"sgd": _Solver(_select_sgd, _refit_sgd), "probe": _Solver(_select_pro
 
 
 def fit_phase(net: Classifier, partition: StagePartition, phase: Phase, lr: float, epochs: int, train_set, val_set,
-              metric: Metric, ft: DictConfig, seed: int) -> FineTuneModule:
+              metric: Metric, ft: DictConfig, seed: int, unit_stats_images: torch.Tensor | None = None
+              ) -> FineTuneModule:
     """One Trainer.fit of `net` (in place) with `phase`'s stages trainable, for at most `epochs` epochs; with a
     `val_set`, scored on val every epoch and stopped early after `phase.patience` epochs without improvement.
+    With `unit_stats_images`, the backbone's unit statistics on them join each epoch's curve entry.
     Returns the module, which holds the curve and the best epoch's weights."""
     pl.seed_everything(seed, workers=True, verbose=False)
     optim = optim_settings(ft, lr)
@@ -263,6 +277,11 @@ def fit_phase(net: Classifier, partition: StagePartition, phase: Phase, lr: floa
                             freeze_bn_stats=phase.freeze_bn_stats)
     data = FineTuneDataModule(train_set, val_set, ft.batch_size, seed, ft.num_workers)
     callbacks = [] if val_set is None else [EarlyStopping("val/score", mode="max", patience=phase.patience)]
+    units = None
+    if unit_stats_images is not None:
+        units = UnitStatsCallback(unit_stats_images, transform=net.backbone.data_config.normalize_batch,
+                                  target=lambda module: module.net.backbone)
+        callbacks.append(units)
     # Lightning switches deterministic algorithms on (or off) for the whole process; the caller gets its setting back.
     with quiet_lightning(), preserve_deterministic_mode():
         trainer = pl.Trainer(
@@ -273,6 +292,10 @@ def fit_phase(net: Classifier, partition: StagePartition, phase: Phase, lr: floa
             limit_val_batches=None if val_set is not None else 0,
         )
         trainer.fit(module, datamodule=data)
+    if units is not None:  # the callback's rows carry Lightning's 0-based epoch; the curve counts from 1
+        by_epoch = {row["epoch"] + 1: row for row in units.history}
+        for entry in module.curve:
+            entry.update({k: v for k, v in by_epoch.get(entry["epoch"], {}).items() if k != "epoch"})
     return module
 
 
