@@ -276,4 +276,3 @@ def create_birdnet(name: str) -> BirdNetBackbone:
 
 
 create_birdnet.check_request = check_birdnet_request  # type: ignore[attr-defined]  # see create_backbone
-create_birdnet.modality = BirdNetBackbone.modality  # type: ignore[attr-defined]  # known before building: it takes clips
