@@ -62,6 +62,7 @@ def register_explainer(name: str):
 
 # Modules that register explainers on import. Add yours here (one line).
 EXPLAINER_MODULES: tuple[str, ...] = (
+    "unirep.explain.detections.explainer",
 )
 
 
