@@ -140,6 +140,24 @@ class OodProtocolConfig:
 
 
 @dataclass
+class DetectionProtocolConfig:
+    """The `detection` protocol (unirep.detection.protocol): the backbone frozen, its maps at the last `num_levels`
+    stages cached once, torchvision's FPN + RetinaNet head trained on train (AdamW, cosine over `max_epochs`) for
+    each of `lrs`; val mAP@[.5:.95] every `val_every` epochs picks the learning rate and the epoch; test scored once.
+    The Trainer runs where fine-tuning's does (finetune.accelerator / devices / strategy)."""
+
+    lrs: list[float] = field(default_factory=lambda: [0.003, 0.001])
+    max_epochs: int = 12
+    val_every: int = 3
+    batch_size: int = 16
+    weight_decay: float = 1e-4
+    input_size: int = 128  # images resized to input_size x input_size before the backbone
+    num_levels: int = 3
+    fpn_channels: int = 64
+    anchor_scale: float = 4.0  # anchor side = anchor_scale x the level's stride (x 2^0, 2^1/3, 2^2/3)
+
+
+@dataclass
 class EvalConfig:
     """Evaluate backbones on tasks with probes/estimators; one record per (backbone, task, protocol, seed)."""
 
@@ -172,6 +190,7 @@ class EvalConfig:
     fewshot: FewShotConfig = field(default_factory=FewShotConfig)
     finetune: FineTuneConfig = field(default_factory=FineTuneConfig)
     ood: OodProtocolConfig = field(default_factory=OodProtocolConfig)
+    detection: DetectionProtocolConfig = field(default_factory=DetectionProtocolConfig)
 
 
 def load_config(schema: type, path: str | Path | None = None, dotlist: list[str] | None = None,
