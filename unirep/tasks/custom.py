@@ -133,6 +133,10 @@ def read_custom_card(path: str | Path) -> TaskCard:
         raise ConfigError(f"cannot read task card {path}: {exc.strerror or exc}") from None
     if not isinstance(raw, dict):
         raise ConfigError(f"task card {path}: expected a mapping with name, description, data")
+    if isinstance(raw.get("data"), dict) and raw["data"].get("format") in ("audiofolder", "audio-csv"):
+        from unirep.tasks.audio.custom import read_audio_card  # clips, not images: a card with front-end settings
+
+        return read_audio_card(path, raw)
     unknown = sorted(set(raw) - CARD_KEYS)
     if unknown:
         raise ConfigError(f"task card {path}: unknown field(s) {unknown}; allowed: {sorted(CARD_KEYS)}")
@@ -206,7 +210,12 @@ def add_task_card(path: str | Path) -> str:
         where = existing or "unirep's built-in tasks"
         raise ConfigError(f"task card {path}: name {card.name!r} is already taken by {where}; rename the task")
     register_card(card)
-    TASKS.add(card.name, CustomTask)
+    if card.extra.get("kind") == "audio":
+        from unirep.tasks.audio.custom import CustomAudioTask
+
+        TASKS.add(card.name, CustomAudioTask)
+    else:
+        TASKS.add(card.name, CustomTask)
     _CARD_FILES[card.name] = card.extra["card_path"]
     return card.name
 

@@ -9,6 +9,7 @@ Override the folder with UNIREP_TUXPAINT_STAMPS_DIR.
 from __future__ import annotations
 
 import functools
+import os
 from pathlib import Path
 
 import numpy as np
@@ -23,14 +24,18 @@ DEFAULT_DIR = Path("/usr/share/tuxpaint/stamps")
 
 @functools.cache
 def _find(root: Path, languages: tuple[str, ...]) -> tuple[tuple[Path, ...], tuple[int, ...], str]:
-    files, labels = [], []
-    for label, language in enumerate(languages):
-        found = sorted(root.rglob(f"*_desc_{language}.ogg"))
-        files += found
-        labels += [label] * len(found)
-    order = np.argsort([f.relative_to(root).as_posix() for f in files], kind="stable")
-    files, labels = [files[i] for i in order], [labels[i] for i in order]
-    return tuple(files), tuple(labels), sha256_files(files, root)
+    """Every `*_desc_<lang>.ogg` under `root` (one walk of the tree), sorted by relative path, with its label."""
+    label_of = {f"_desc_{language}.ogg": label for label, language in enumerate(languages)}
+    found = []
+    for folder, _, names in os.walk(root):
+        for name in names:
+            suffix = name[name.rfind("_desc_"):] if "_desc_" in name else ""
+            if suffix in label_of:
+                path = Path(folder) / name
+                found.append((path.relative_to(root).as_posix(), path, label_of[suffix]))
+    found.sort()
+    files = tuple(path for _, path, _ in found)
+    return files, tuple(label for _, _, label in found), sha256_files(files, root)
 
 
 @register_task("tuxpaint-language")
