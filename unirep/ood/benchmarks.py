@@ -6,7 +6,9 @@ a test OoD set (OpenOOD v1.5's layout).
 Every set is a selection of one registered task's split (optionally some of its classes, optionally a seeded
 stratified subsample), so its features come from the same feature cache as `unirep eval`'s. The exact example ids
 of every set are published in `tasks/ood/manifests/<name>.json` (rewrite with `python -m
-unirep.ood.write_manifests`); the card's `counts` is the split table its test asserts.
+unirep.ood.write_manifests`); the card's `counts` is the split table its test asserts (a `null` count is a set
+whose published size is unknown: its size is the data's, recorded but not asserted). Cards of benchmarks whose data a
+networked user downloads (OpenOOD v1.5's) live in `tasks/ood/standard/` and load by name like the offline ones.
 
 Card:
 
@@ -41,6 +43,8 @@ from unirep.tasks.base import stratified_take
 
 BENCHMARKS_DIR = TASKS_DIR / "ood"
 MANIFESTS_DIR = BENCHMARKS_DIR / "manifests"
+# Benchmarks whose data a networked user downloads (e.g. OpenOOD v1.5's), kept apart from the offline ones.
+SUITE_DIRS = {"offline": BENCHMARKS_DIR, "standard": BENCHMARKS_DIR / "standard"}
 GROUPS = ("near", "far")  # the test OoD groups; "val" is the hyperparameter set
 ID_SPLITS = SPLITS  # ID train fits the scores' statistics, ID val selects (with the val OoD set), ID test scores
 _SET_KEYS = {"name", "task", "split", "classes", "held_out", "count"}
@@ -88,7 +92,7 @@ class BenchmarkCard:
     val: SetSpec
     near: tuple[SetSpec, ...]
     far: tuple[SetSpec, ...]
-    counts: dict[str, int]
+    counts: dict[str, int | None]  # None: a set whose size is taken from the data, not asserted (unpublished)
     seed: int = 0
     source: str = ""
     licence: str = ""
@@ -134,19 +138,27 @@ class BenchmarkCard:
         return cls(name=str(raw["name"]), description=str(raw.get("description", "")), id_task=str(id_part["task"]),
                    id_classes=tuple(str(c) for c in id_part.get("classes", ())),
                    val=SetSpec.from_raw(raw["val"], where), near=near, far=far,
-                   counts={str(k): int(v) for k, v in raw["counts"].items()}, seed=int(raw.get("seed", 0)),
+                   counts={str(k): None if v is None else int(v) for k, v in raw["counts"].items()},
+                   seed=int(raw.get("seed", 0)),
                    source=str(raw.get("source", "")), licence=str(raw.get("licence", "")), path=str(path))
 
 
-def list_benchmarks(pattern: str = "*") -> list[str]:
-    return sorted(p.stem for p in BENCHMARKS_DIR.glob(f"{pattern}.yaml"))
+def list_benchmarks(pattern: str = "*", suite: str = "offline") -> list[str]:
+    """Shipped benchmarks: `offline` (tasks/ood/, embedded data) or `standard` (tasks/ood/standard/, data a
+    networked user downloads)."""
+    return sorted(p.stem for p in SUITE_DIRS[suite].glob(f"{pattern}.yaml"))
 
 
 def load_benchmark_card(name: str) -> BenchmarkCard:
-    """The card of `name`: a shipped benchmark, or a path to a card YAML file."""
-    path = Path(name) if name.endswith((".yaml", ".yml")) else BENCHMARKS_DIR / f"{name}.yaml"
+    """The card of `name`: a shipped benchmark (offline or standard), or a path to a card YAML file."""
+    if name.endswith((".yaml", ".yml")):
+        path = Path(name)
+    else:  # offline first, then the standard (networked) ones
+        path = next((d / f"{name}.yaml" for d in SUITE_DIRS.values() if (d / f"{name}.yaml").is_file()),
+                    BENCHMARKS_DIR / f"{name}.yaml")
     if not path.is_file():
-        raise UnknownNameError(f"unknown OoD benchmark {name!r}: shipped ones are {', '.join(list_benchmarks())} "
+        shipped = [*list_benchmarks(), *list_benchmarks(suite="standard")]
+        raise UnknownNameError(f"unknown OoD benchmark {name!r}: shipped ones are {', '.join(shipped)} "
                                "(or give the path of a card .yaml)")
     return BenchmarkCard.from_yaml(path)
 
@@ -216,9 +228,13 @@ def create_benchmark(name: str, check_counts: bool = True) -> OodBenchmark:
         except UnknownNameError as exc:
             raise ConfigError(f"OoD benchmark card {card.path}: {exc}") from None
     bench = _build(card, tasks)
-    if check_counts and bench.counts != card.counts:
-        differ = {k: (card.counts.get(k), bench.counts.get(k)) for k in sorted({*card.counts, *bench.counts})
-                  if card.counts.get(k) != bench.counts.get(k)}
+    asserted = {k: v for k, v in card.counts.items() if v is not None}
+    built = {k: v for k, v in bench.counts.items() if k not in card.counts or card.counts[k] is not None}
+    if check_counts and (built != asserted or set(bench.counts) != set(card.counts)):
+        differ = {k: (card.counts.get(k, "absent"), bench.counts.get(k, "absent"))
+                  for k in sorted({*card.counts, *bench.counts})
+                  if k not in card.counts or k not in bench.counts
+                  or (card.counts[k] is not None and card.counts[k] != bench.counts[k])}
         raise DataError(f"OoD benchmark {card.name!r}: set sizes (card, built) differ: {differ}; the data or the "
                         f"card changed: fix counts in {card.path}")
     return bench
@@ -226,6 +242,7 @@ def create_benchmark(name: str, check_counts: bool = True) -> OodBenchmark:
 
 def _build(card: BenchmarkCard, tasks: dict[str, Task]) -> OodBenchmark:
     id_task = tasks[card.id_task]
+    _ = id_task.manifest  # loads the data first: a card whose class names come from the data has them only then
     id_classes = card.id_classes or tuple(id_task.card.classes)
     _check_classes(card, id_task, id_classes, "id")
     sets: dict[str, SetSelection] = {}

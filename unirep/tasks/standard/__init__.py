@@ -17,6 +17,7 @@ from unirep.tasks.standard import (  # noqa: F401 - imported to register the tas
     array_tasks,
     folder_tasks,
     multilabel_tasks,
+    openood,
     torchvision_tasks,
 )
 from unirep.tasks.standard._common import ENV_ALLOW_DOWNLOAD, ENV_DATA_ROOT, StandardTask, data_root
