@@ -16,6 +16,7 @@ class Metric(StrEnum):
     MEAN_PER_CLASS = "mean_per_class"
     MAP = "map"  # multi-label: mean over classes of sklearn's (non-interpolated) average precision
     MAP_VOC07 = "map_voc07"  # multi-label: mean over classes of the VOC2007 devkit's 11-point interpolated AP
+    COCO_MAP = "coco_map"  # detection: COCO box mAP@[.5:.95] (unirep.detection.metrics; scores are target dicts)
 
     def __call__(self, y_true: np.ndarray, y_pred: np.ndarray) -> float:
         """Score in percent. Label metrics take predicted labels; `needs_scores` metrics take (N, C) scores."""
@@ -83,10 +84,22 @@ def mean_average_precision_voc07(y_true: np.ndarray, scores: np.ndarray) -> floa
     return _per_class_ap(y_true, scores, voc07_average_precision)
 
 
+def coco_box_map(targets: np.ndarray, detections: np.ndarray) -> float:
+    """COCO mAP@[.5:.95] in percent of per-image detections ({boxes, scores, labels}) against per-image targets
+    ({boxes, labels}); the conventions are unirep.detection.metrics'."""
+    from unirep.detection.metrics import detection_map  # deferred: torchmetrics + pycocotools
+
+    labels = [int(v) for item in (*targets, *detections) for v in np.asarray(item["labels"]).reshape(-1)]
+    value = detection_map(list(detections), list(targets), num_classes=max(labels, default=0) + 1,
+                          per_class=False)["map"]
+    return 100.0 * (value or 0.0)
+
+
 METRIC_FUNCTIONS = {
     Metric.TOP1: top1_accuracy,
     Metric.MEAN_PER_CLASS: mean_per_class_accuracy,
     Metric.MAP: mean_average_precision,
     Metric.MAP_VOC07: mean_average_precision_voc07,
+    Metric.COCO_MAP: coco_box_map,
 }
-SCORE_METRICS = frozenset({Metric.MAP, Metric.MAP_VOC07})
+SCORE_METRICS = frozenset({Metric.MAP, Metric.MAP_VOC07, Metric.COCO_MAP})

@@ -146,7 +146,7 @@ def _import_protocols() -> None:
 # unirep.ood.protocol registers `ood`: unirep.ood sits above the protocols (it reads tasks, features and probes) and
 # is reached from below only through this list, by name (tests/ood/test_ood_protocol.py checks that).
 PROTOCOL_MODULES = ("unirep.fewshot", "unirep.finetune.protocol", "unirep.estimators.protocol", "unirep.zero_shot",
-                    "unirep.ood.protocol", "unirep.prototypes.protocol")
+                    "unirep.ood.protocol", "unirep.prototypes.protocol", "unirep.detection.protocol")
 
 
 def _probe_outcome(probe, data: TaskFeatures, metric: Metric) -> ProtocolOutcome:

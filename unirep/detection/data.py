@@ -44,7 +44,9 @@ class DetectionSet:
         get_image: Callable[[int], np.ndarray],
         targets: Sequence[dict[str, torch.Tensor]],
         source: Callable[[int], str] | None = None,
+        task: str = "",
     ):
+        self.task = task  # the task's name, when the set is a task's split
         self.ids = list(ids)
         self.classes = tuple(classes)
         self._get_image = get_image
@@ -107,7 +109,7 @@ class DetectionSet:
     def subset(self, indices: Sequence[int] | np.ndarray) -> DetectionSet:
         indices = np.asarray(indices, dtype=np.int64)
         return DetectionSet([self.ids[i] for i in indices], self.classes, lambda i: self._get_image(int(indices[i])),
-                            [self._targets[i] for i in indices], lambda i: self._source(int(indices[i])))
+                            [self._targets[i] for i in indices], lambda i: self._source(int(indices[i])), self.task)
 
     def object_counts(self) -> np.ndarray:
         """Boxes per class over the whole set, (num_classes,)."""

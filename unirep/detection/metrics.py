@@ -74,8 +74,10 @@ def _per_class_values(result: dict, num_classes: int) -> list[float | None]:
 
 
 def detection_map(predictions: Sequence[dict], targets: Sequence[dict], num_classes: int,
-                  class_names: Sequence[str] | None = None) -> dict:
+                  class_names: Sequence[str] | None = None, per_class: bool = True) -> dict:
     """COCO mAP@[.5:.95] and mAP@.5 of `predictions` against `targets`, overall and per class (fractions).
+
+    `per_class=False` skips the per-class numbers (one COCOeval pass instead of two: what val selection needs).
 
     `predictions[i]`: {"boxes" (N, 4) xyxy, "scores" (N,), "labels" (N,)}; `targets[i]`: {"boxes", "labels"}.
 
@@ -90,10 +92,11 @@ def detection_map(predictions: Sequence[dict], targets: Sequence[dict], num_clas
     gts = _as_float_dicts(targets, ("boxes", "labels"))
     names = list(class_names) if class_names is not None else [str(c) for c in range(num_classes)]
     results = {}
-    for key, thresholds in (("map", IOU_THRESHOLDS), ("map_50", [0.5])):
+    passes = (("map", IOU_THRESHOLDS), ("map_50", [0.5])) if per_class else (("map", IOU_THRESHOLDS),)
+    for key, thresholds in passes:
         metric = MeanAveragePrecision(box_format="xyxy", iou_type="bbox", iou_thresholds=thresholds,
                                       rec_thresholds=RECALL_THRESHOLDS, max_detection_thresholds=[1, 10, 100],
-                                      class_metrics=True, backend="pycocotools")
+                                      class_metrics=per_class, backend="pycocotools")
         metric.update(preds, gts)
         results[key] = metric.compute()
     overall = results["map"]
@@ -102,7 +105,7 @@ def detection_map(predictions: Sequence[dict], targets: Sequence[dict], num_clas
         v = float(tensor)
         return None if v < 0 or math.isnan(v) else v
 
-    return {
+    summary = {
         "map": value(overall["map"]),
         "map_50": value(overall["map_50"]),
         "map_75": value(overall["map_75"]),
@@ -110,8 +113,10 @@ def detection_map(predictions: Sequence[dict], targets: Sequence[dict], num_clas
         "map_medium": value(overall["map_medium"]),
         "map_large": value(overall["map_large"]),
         "mar_100": value(overall["mar_100"]),
-        "per_class": {names[c]: {"map": m, "map_50": m50} for c, (m, m50) in enumerate(zip(
-            _per_class_values(results["map"], num_classes), _per_class_values(results["map_50"], num_classes),
-            strict=True))},
         "conventions": dict(CONVENTIONS),
     }
+    if per_class:
+        summary["per_class"] = {names[c]: {"map": m, "map_50": m50} for c, (m, m50) in enumerate(zip(
+            _per_class_values(results["map"], num_classes), _per_class_values(results["map_50"], num_classes),
+            strict=True))}
+    return summary

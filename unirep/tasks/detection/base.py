@@ -32,6 +32,7 @@ class DetectionTask(Task):
     def _detection_splits(self) -> tuple[dict[str, DetectionSet], str]:
         splits, sha = self.load_splits()
         for name in SPLITS:
+            splits[name].task = self.name
             want = self.card.counts.get(name)
             if want is not None and len(splits[name]) != want:
                 raise DataError(f"task {self.name!r}: split {name!r} has {len(splits[name])} images, the card "

@@ -3,12 +3,10 @@ boxes, false positives, missed objects, a class predicted but absent from the gr
 
 from __future__ import annotations
 
-import contextlib
-import io
-
 import numpy as np
 import pytest
 import torch
+from coco_reference import cocoeval_stats
 
 from unirep.detection.metrics import detection_map
 
@@ -40,46 +38,16 @@ def make_case(seed: int = 0, images: int = 12):
     return preds, targets
 
 
-def cocoeval_stats(preds, targets, cat_ids=None) -> tuple[float, float]:
-    """(mAP@[.5:.95], mAP@.5) from pycocotools alone, the COCO objects built by hand."""
-    from pycocotools.coco import COCO
-    from pycocotools.cocoeval import COCOeval
-
-    annotations, detections = [], []
-    for image_id, (pred, target) in enumerate(zip(preds, targets, strict=True)):
-        for box, label in zip(target["boxes"].tolist(), target["labels"].tolist(), strict=True):
-            w, h = box[2] - box[0], box[3] - box[1]
-            annotations.append({"id": len(annotations) + 1, "image_id": image_id, "category_id": label,
-                                "bbox": [box[0], box[1], w, h], "area": w * h, "iscrowd": 0})
-        for box, label, score in zip(pred["boxes"].tolist(), pred["labels"].tolist(), pred["scores"].tolist(),
-                                     strict=True):
-            detections.append({"image_id": image_id, "category_id": label, "score": score,
-                               "bbox": [box[0], box[1], box[2] - box[0], box[3] - box[1]]})
-    with contextlib.redirect_stdout(io.StringIO()):
-        gt = COCO()
-        gt.dataset = {"images": [{"id": i} for i in range(len(targets))], "annotations": annotations,
-                      "categories": [{"id": c} for c in range(NUM_CLASSES)]}
-        gt.createIndex()
-        dt = gt.loadRes(detections)
-        evaluator = COCOeval(gt, dt, iouType="bbox")
-        if cat_ids is not None:
-            evaluator.params.catIds = cat_ids
-        evaluator.evaluate()
-        evaluator.accumulate()
-        evaluator.summarize()
-    return float(evaluator.stats[0]), float(evaluator.stats[1])
-
-
 @pytest.mark.parametrize("seed", [0, 1])
 def test_map_equals_plain_cocoeval(seed):
     preds, targets = make_case(seed)
     ours = detection_map(preds, targets, NUM_CLASSES)
-    ref_map, ref_50 = cocoeval_stats(preds, targets)
+    ref_map, ref_50 = cocoeval_stats(preds, targets, num_classes=NUM_CLASSES)
     assert 0.1 < ref_map < 0.9  # non-trivial
     assert ours["map"] == pytest.approx(ref_map, abs=1e-6)
     assert ours["map_50"] == pytest.approx(ref_50, abs=1e-6)
     for c in range(NUM_CLASSES - 1):
-        c_map, c_50 = cocoeval_stats(preds, targets, cat_ids=[c])
+        c_map, c_50 = cocoeval_stats(preds, targets, cat_ids=[c], num_classes=NUM_CLASSES)
         assert ours["per_class"][str(c)]["map"] == pytest.approx(c_map, abs=1e-6)
         assert ours["per_class"][str(c)]["map_50"] == pytest.approx(c_50, abs=1e-6)
     assert ours["per_class"]["3"] == {"map": None, "map_50": None}  # no ground truth: not scored
