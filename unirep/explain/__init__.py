@@ -63,6 +63,8 @@ def register_explainer(name: str):
 # Modules that register explainers on import. Add yours here (one line).
 EXPLAINER_MODULES: tuple[str, ...] = (
     "unirep.explain.detections.explainer",
+    "unirep.explain.knn_cases",
+    "unirep.explain.prototype_cases",
 )
 
 

@@ -37,7 +37,11 @@ from unirep.tasks.base import ImageSet
 def prototype_settings(cfg: DictConfig | None) -> PrototypeSettings:
     """PrototypeSettings from the config's `prototype` section (absent: the defaults); unknown keys refused."""
     section = OmegaConf.select(cfg, "prototype", default=None) if cfg is not None else None
-    given = OmegaConf.to_container(section, resolve=True) if section is not None else {}
+    return settings_from_dict(OmegaConf.to_container(section, resolve=True) if section is not None else {})
+
+
+def settings_from_dict(given: dict) -> PrototypeSettings:
+    """PrototypeSettings with `given` over the defaults; unknown keys and bad values refused in one line."""
     valid = {f.name for f in fields(PrototypeSettings)}
     unknown = sorted(set(given) - valid)
     if unknown:
