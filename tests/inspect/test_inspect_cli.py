@@ -78,7 +78,10 @@ def test_one_backbone_report(tmp_path, cache, pair_report):
     ((MOBILENET, "--sections", "exemplar"), "unknown section 'exemplar': did you mean exemplars?"),
     (("raw-pixels", "--sections", "exemplars"), "section 'exemplars' needs spatial activation maps"),
     ((MOBILENET, VIT, "raw-pixels"), "takes one backbone, or two to compare (A B), got 3"),
-], ids=["layer", "section", "spatial", "three"])
+    # Refused before the backbone is even looked up: "no-such-net" would fail later, with another message.
+    (("no-such-net", "occlusion.windw=8"), "section 'occlusion' has no setting(s) ['windw']: its settings are"),
+    (("no-such-net", "representation.split=test"), "section 'representation' has no setting(s) ['split']"),
+], ids=["layer", "section", "spatial", "three", "setting", "setting-representation"])
 def test_bad_input_is_one_line_and_exit_2(tmp_path, capsys, items, expected, cache):
     out = tmp_path / "out"
     code = inspect(out, *items, cache=cache)

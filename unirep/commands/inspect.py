@@ -106,6 +106,7 @@ class InspectCommand(Command):
         from unirep.inspect import list_sections
         from unirep.inspect.context import build_context
         from unirep.inspect.report import resolve_sections, run_sections, write_report
+        from unirep.inspect.sections import check_section_settings
         from unirep.tasks import resolve_tasks
         from unirep.tasks.custom import add_task_card
 
@@ -119,6 +120,7 @@ class InspectCommand(Command):
             raise ConfigError(f"--images must be at least 1, got {args.images}")
         every = list_sections()
         settings, eval_items = section_overrides([i for i in args.items if "=" in i], every)
+        check_section_settings(settings)  # a misspelt section.key fails here, before any backbone is built
         dotlist = in_command_line_order(eval_items, args)
         refuse_backbone_keys(dotlist)
         backbones = backbone_entries(args.items, getattr(args, COLLECTED, None) or [])

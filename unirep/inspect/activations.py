@@ -138,6 +138,8 @@ def activation_maps(ctx, settings: dict[str, Any]) -> tuple[str, dict[str, Any]]
 
 @register_section("activations", title="Dead and dormant units, activation histograms and maps")
 class Activations(Section):
+    defaults = DEFAULTS
+
     def run(self, ctx) -> SectionResult:
         settings = ctx.section_settings(self.name, DEFAULTS)
         numbers = measure(ctx, settings)

@@ -261,6 +261,8 @@ def attribution_methods(images: torch.Tensor, targets: torch.Tensor, settings: d
 class AttributionsSection(Section):
     """Integrated Gradients and Grad-CAM beside occlusion, and the model-randomisation check."""
 
+    defaults = ATTRIBUTION_DEFAULTS
+
     def run(self, ctx) -> SectionResult:
         from unirep.inspect.figures import image_grid, img_tag, plotly_div, png_data_uri
 

@@ -286,7 +286,7 @@ class InspectContext:
         """`defaults` updated by the user's `section.key=value` overrides; unknown keys are refused in one line."""
         given = dict(self.settings.get(section, {}))
         unknown = sorted(set(given) - set(defaults))
-        if unknown:
+        if unknown:  # the command refuses these before any work (check_section_settings); contexts built in code too
             raise ConfigError(f"section {section!r} has no setting(s) {unknown}: its settings are "
                               f"{', '.join(f'{k}={v!r}' for k, v in defaults.items())}")
         return {**defaults, **given}

@@ -140,6 +140,8 @@ def layer_exemplars(ctx, layer: str, pixels: torch.Tensor, labels: torch.Tensor,
 @register_section("exemplars", title="What a unit looks for: top exemplars and receptive-field crops",
                   needs_spatial=True)
 class Exemplars(Section):
+    defaults = DEFAULTS
+
     """Per selected layer, the top-k task images of a few units, each with its crop around the argmax."""
 
     def run(self, ctx) -> SectionResult:

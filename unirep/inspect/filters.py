@@ -134,6 +134,8 @@ def layer_table(rows: list[dict[str, Any]]) -> str:
 
 @register_section("filters", title="Noisy filters: first-layer tiles and a noise score per conv layer")
 class Filters(Section):
+    defaults = DEFAULTS
+
     def run(self, ctx) -> SectionResult:
         settings = ctx.section_settings(self.name, DEFAULTS)
         numbers, references = measure(ctx, settings)

@@ -172,6 +172,8 @@ def curves_figure(summaries: dict[str, dict], fractions: list[float], title: str
 class OcclusionSection(Section):
     """captum Occlusion of the probe's decision on test images, the share of it on the object, deletion/insertion."""
 
+    defaults = OCCLUSION_DEFAULTS
+
     def run(self, ctx) -> SectionResult:
         import html as html_lib
 

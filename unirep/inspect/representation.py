@@ -50,8 +50,10 @@ class Representation(Section):
     unread, as for the estimators), and per selected layer on pooled (spatial mean) activations of `images`
     train images (the same seeded images for every backbone, so layers can be compared by CKA)."""
 
+    defaults = {"layer_images": "--images", "splits": "train+val"}  # layer_images: the command's --images
+
     def run(self, ctx) -> SectionResult:
-        settings = ctx.section_settings(self.name, {"layer_images": ctx.n_images, "splits": "train+val"})
+        settings = ctx.section_settings(self.name, {**self.defaults, "layer_images": ctx.n_images})
         parts = [ctx.features(s) for s in settings["splits"].split("+")]
         features = np.concatenate([p[0] for p in parts])
         labels = np.concatenate([p[1] for p in parts])

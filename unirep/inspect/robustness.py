@@ -100,6 +100,8 @@ def _short(value: float) -> str:
 class RobustnessSection(Section):
     """The probe's accuracy, confidence, ECE and confident errors under corruptions and FGSM/PGD."""
 
+    defaults = DEFAULTS
+
     def run(self, ctx) -> SectionResult:
         from unirep.inspect.figures import plotly_div
 

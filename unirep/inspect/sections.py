@@ -20,8 +20,9 @@ backbone without them is refused for it in one line naming the sections that do 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
+from unirep.errors import ConfigError
 from unirep.registry import Registry
 
 
@@ -48,6 +49,9 @@ class Section:
     name: str = ""
     title: str = ""
     needs_spatial: bool = False
+    # The section's settings (`section.key=value` on the command line) and their defaults: every key a user may set,
+    # so a misspelt one is refused before any backbone runs (`check_section_settings`).
+    defaults: ClassVar[dict[str, Any]] = {}
 
     def run(self, ctx) -> SectionResult:  # pragma: no cover - abstract
         raise NotImplementedError
@@ -69,3 +73,13 @@ def register_section(name: str, *, title: str, needs_spatial: bool = False):
         return cls
 
     return decorator
+
+
+def check_section_settings(settings: dict[str, dict[str, Any]]) -> None:
+    """Refuse, in one line, a `section.key` the section does not have (its `defaults` list them all)."""
+    for section, given in settings.items():
+        defaults = SECTIONS.get(section).defaults
+        unknown = sorted(set(given) - set(defaults))
+        if unknown:
+            raise ConfigError(f"section {section!r} has no setting(s) {unknown}: its settings are "
+                              f"{', '.join(f'{k}={v!r}' for k, v in defaults.items())}")
