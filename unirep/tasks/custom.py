@@ -137,6 +137,10 @@ def read_custom_card(path: str | Path) -> TaskCard:
         from unirep.tasks.audio.custom import read_audio_card  # clips, not images: a card with front-end settings
 
         return read_audio_card(path, raw)
+    if isinstance(raw.get("data"), dict) and raw["data"].get("format") in ("coco", "yolo", "ultralytics"):
+        from unirep.detection.formats import read_detection_card  # boxes, not one label per image
+
+        return read_detection_card(path, raw)
     unknown = sorted(set(raw) - CARD_KEYS)
     if unknown:
         raise ConfigError(f"task card {path}: unknown field(s) {unknown}; allowed: {sorted(CARD_KEYS)}")
@@ -214,6 +218,10 @@ def add_task_card(path: str | Path) -> str:
         from unirep.tasks.audio.custom import CustomAudioTask
 
         TASKS.add(card.name, CustomAudioTask)
+    elif card.extra.get("kind") == "detection":
+        from unirep.detection.formats import DetectionCardTask
+
+        TASKS.add(card.name, DetectionCardTask)
     else:
         TASKS.add(card.name, CustomTask)
     _CARD_FILES[card.name] = card.extra["card_path"]
