@@ -131,7 +131,8 @@ def imagenet(tmp_path, monkeypatch) -> tuple[Fixture, str]:
     id_card = dataclasses.replace(id_card, extra={**id_card.extra, "num_classes": IMAGENET_FIXTURE_CLASSES})
     monkeypatch.setitem(task_base._REGISTERED_CARDS, id_card.name, id_card)
     fixture = write_openood(tmp_path / "data", id_card, load_card("openood-imagenet200-ood"), IMAGENET_OOD_SIZES,
-                            lambda split, k: f"imagenet_1k/{'train' if split == 'train' else 'val'}/{wnid(k)}")
+                            # train images in one folder per class, val/test flat (as ImageNet's own val folder)
+                            lambda split, k: f"imagenet_1k/train/{wnid(k)}" if split == "train" else "imagenet_1k/val")
     return fixture, fixture_card("openood-imagenet200", fixture, tmp_path)
 
 

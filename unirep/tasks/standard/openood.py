@@ -146,17 +146,18 @@ class OpenOODIdTask(OpenOODListTask):
                                 "such line(s)); this is not the ID list of the benchmark")
         parts = {item.split: self.part(list(listed.paths), listed.labels) for item, listed in zip(lists, rows,
                                                                                                   strict=True)}
-        return Parts(parts, self.class_names(rows), self.data_hash(rows))
+        train = next(listed for item, listed in zip(lists, rows, strict=True) if item.split == "train")
+        return Parts(parts, self.class_names(train), self.data_hash(rows))
 
-    def class_names(self, rows: list[ListRows]) -> list[str]:
-        """The card's names; a card without names (ImageNet-200) takes each label's image folder (its WordNet id)
-        when every image of that label lies in one folder of that name, else `class-<label>`."""
+    def class_names(self, train: ListRows) -> list[str]:
+        """The card's names; a card without names (ImageNet-200) takes each label's folder in the train list (its
+        WordNet id: ImageNet's train images lie in one folder per class) when that folder is one and the names are
+        distinct, else `class-<label>`."""
         if self.card.classes:
             return list(self.card.classes)
         folders: dict[int, set[str]] = {}
-        for listed in rows:
-            for path, label in zip(listed.paths, listed.labels, strict=True):
-                folders.setdefault(int(label), set()).add(Path(path).parent.name)
+        for path, label in zip(train.paths, train.labels, strict=True):
+            folders.setdefault(int(label), set()).add(Path(path).parent.name)
         names = [next(iter(folders[k])) if len(folders.get(k, ())) == 1 else f"class-{k}"
                  for k in range(self.card.num_classes)]
         return names if len(set(names)) == len(names) else [f"class-{k}" for k in range(self.card.num_classes)]
