@@ -18,8 +18,8 @@ from unirep.prototypes.model import (
     cluster_and_separation,
     negative_connections_l1,
 )
+from unirep.prototypes.settings import PrototypeSettings
 from unirep.prototypes.train import (
-    PrototypeSettings,
     class_scores,
     fit_prototypes,
     project_prototypes,

@@ -30,7 +30,8 @@ from unirep.features import ExtractionSettings, FeatureCache
 from unirep.metrics import Metric
 from unirep.protocols import Protocol, ProtocolOutcome, TaskImages, register_protocol
 from unirep.prototypes.maps import MapSplit, SpatialMaps, choose_stage, split_maps
-from unirep.prototypes.train import PrototypeProbe, PrototypeSettings, class_scores
+from unirep.prototypes.settings import PrototypeSettings
+from unirep.prototypes.train import PrototypeProbe, class_scores
 from unirep.tasks.base import ImageSet
 
 
