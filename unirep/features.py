@@ -215,7 +215,10 @@ def _extract_clips(backbone: Backbone, clips: ClipSet, settings: ExtractionSetti
 
 def _extract(backbone: Backbone, images: ImageSet, settings: ExtractionSettings, device: torch.device,
              want_logits: bool, description: str, start: float) -> ExtractedSplit:
-    loader = image_batches(images, backbone.data_config, settings.batch_size, settings.num_workers)
+    data_config = backbone.data_config
+    if getattr(images, "whole_image", False):  # a spectrogram's edge rows are its lowest and highest bands: no crop
+        data_config = data_config.with_overrides(crop_pct=1.0)
+    loader = image_batches(images, data_config, settings.batch_size, settings.num_workers)
     features, logits = [], []
     memory_format = torch.channels_last if settings.channels_last else torch.contiguous_format
     for batch in tqdm(loader, desc=description, unit="batch", leave=False, disable=_quiet()):

@@ -77,7 +77,7 @@ def test_eval_end_to_end_image_and_waveform_backbones(audio_folder, tmp_path, ca
     out, cache = tmp_path / "run", tmp_path / "cache"
     code = main(["eval", "mobilenetv2_100.packaged_in1k", "--input-size", "128", "wave-logmel-stats", "logmel-stats",
                  "--task-card", str(card), "--tasks", "e2e-languages", "--protocols", "linear,knn", "--out", str(out),
-                 f"cache_dir={cache}"])
+                 f"cache_dir={cache}", "linear.n_c=5"])
     assert code == 0, capsys.readouterr().err
     records = {p.parent.parent.name + "/" + p.stem: json.loads(p.read_text())
                for p in (out / "records").rglob("*.json")}
@@ -115,3 +115,20 @@ def test_front_end_settings_are_in_the_cache_key(audio_folder, tmp_path):
     assert clips.input_description()["sample_rate"] == 16000 and len(clips) == len(task.split("val"))
     assert np.asarray(clips.clip(0)).dtype == np.float32
     assert keys[0] != keys[1]
+
+
+def test_spectrogram_images_are_resized_whole_not_centre_cropped(audio_folder, tmp_path):
+    import torch
+
+    from unirep.backbones import create_backbone
+    from unirep.features import extract_features
+
+    card = write_card(tmp_path, "crop-languages", f"  format: audiofolder\n  root: {audio_folder}")
+    images = create_task(add_task_card(card)).split("val")
+    cropping = create_backbone("raw-pixels", data_overrides={"crop_pct": 0.875})  # resize to 37 px, crop 32
+    features = extract_features(cropping, images).features
+    whole = cropping.data_config.with_overrides(crop_pct=1.0).transform()
+    expected = torch.stack([whole(images[i][0]).flatten() for i in range(len(images))]).numpy()
+    assert np.allclose(features, expected, atol=1e-5)
+    cropped = cropping.data_config.transform()(images[0][0]).flatten().numpy()
+    assert not np.allclose(features[0], cropped, atol=1e-2)  # what the crop would have given: other pixels

@@ -59,7 +59,12 @@ class ClipSpectrograms:
 
 class SpectrogramImages(ImageSet):
     """Labelled front-end images of one split: an ImageSet (PIL RGB per example, or whole uint8 batches through
-    `stored_pixels`, which feature extraction prefers), so every image backbone, probe and estimator reads them."""
+    `stored_pixels`, which feature extraction prefers), so every image backbone, probe and estimator reads them.
+
+    `whole_image`: feature extraction resizes these images to the backbone's input size without its centre crop
+    (crop_pct 0.875 would cut the lowest and highest mel bands and the clip's ends, which are not background)."""
+
+    whole_image = True
 
     def __init__(self, ids: Sequence[str], labels: np.ndarray, renderer: GreyRenderer, rows: np.ndarray | None = None):
         rows = np.arange(len(ids), dtype=np.int64) if rows is None else np.asarray(rows, dtype=np.int64)
@@ -78,7 +83,7 @@ class SpectrogramImages(ImageSet):
                                  self.rows[indices])
 
     def input_description(self) -> dict:
-        return self.renderer.description()
+        return {**self.renderer.description(), "crop": "none (whole image resized to the input size)"}
 
 
 class ClipSet:
