@@ -18,7 +18,7 @@ from unirep.evaluate import evaluate
 from unirep.results import read_record, record_path
 
 TINY = {"layer": None, "min_rows": 4, "lrs": [0.01, 0.003], "prototypes_per_class": [1], "cost_weights": [[0.8, 0.08]],
-        "prototype_dim": 8, "epochs": 1, "last_layer_steps": 5, "batch_size": 128}
+        "prototype_dim": 8, "epochs": 1, "last_layer_steps": 5, "batch_size": 128, "faithfulness_images": 16}
 
 
 def tiny_config(tmp_path, protocols, **prototype):
@@ -75,6 +75,10 @@ def test_records_sit_next_to_the_probes_and_choose_on_val_only(tmp_path, monkeyp
         projected = record.extra["projection"]
         assert len(projected["example_ids"]) == record.extra["prototypes"] == 10 - record.extra["pruned"]
         assert record.extra["maps_cached"] is True
+        check = record.extra["faithfulness"]["summary"]  # on the first 16 unlabelled test images
+        assert check["n"] == 16 and 0 <= check["logit"]["share_evidence_larger"] <= 1
+        low, high = check["logit"]["share_ci95"]
+        assert low <= check["logit"]["share_evidence_larger"] <= high
         path = record_path(tmp_path / "run", "random:mobilenetv2_035", "sklearn-digits", name, 0)
         assert read_record(path).score == record.score
     assert records["linear"].n_test == n_test

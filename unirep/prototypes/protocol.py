@@ -11,7 +11,8 @@ Settings: the run config's `prototype` section when it has one (`prototype.lrs=[
 defaults. Record: `hyperparameters` = the selected candidate + every setting + the layer and map shape;
 `extra` = the val sweep (each candidate's val scores before / after projection and after the last-layer fit, pruned
 count, seconds), the test scores of the selected model before and after projection (the record's `score` is the
-final one; the others are reported, never selected on), the projection (fit-set example ids, rows, columns).
+final one; the others are reported, never selected on), the projection (fit-set example ids, rows, columns), and
+the masking faithfulness check on the first `faithfulness_images` test images (it needs no label).
 The test split is scored once, sealed (`SealedImages`): the maps of its unlabelled images are computed inside the
 prediction function.
 """
@@ -23,12 +24,14 @@ import time
 from dataclasses import fields
 
 import numpy as np
+import torch
 from omegaconf import DictConfig, OmegaConf
 
 from unirep.errors import ConfigError
-from unirep.features import ExtractionSettings, FeatureCache
+from unirep.features import ExtractionSettings, FeatureCache, image_batches
 from unirep.metrics import Metric
 from unirep.protocols import Protocol, ProtocolOutcome, TaskImages, register_protocol
+from unirep.prototypes.faithfulness import PrototypeClassifier, masking_check
 from unirep.prototypes.maps import MapSplit, SpatialMaps, choose_stage, split_maps
 from unirep.prototypes.settings import PrototypeSettings
 from unirep.prototypes.train import PrototypeProbe, class_scores
@@ -112,11 +115,20 @@ class PrototypeProtocol(Protocol):
         probe = PrototypeProbe(data.num_classes, settings, self.position_aware, seed).select(train, val, metric)
         fitted = probe.fitted_
         before: dict[str, np.ndarray] = {}
+        faithfulness: dict = {}
 
         def predict(images: ImageSet) -> np.ndarray:
             maps = split_maps(source, images, extraction).maps
             before["before_projection"] = class_scores(fitted.head_before_projection, maps)
             before["after_projection"] = class_scores(fitted.head_after_projection, maps)
+            if settings.faithfulness_images:  # needs no label: the predicted class's score under masking
+                started = time.perf_counter()
+                count = min(settings.faithfulness_images, len(images))
+                pixels = torch.cat(list(image_batches(images.subset(np.arange(count)), source.data_config, 256)))
+                check = masking_check(PrototypeClassifier(source, fitted.head), pixels,
+                                      random_draws=settings.faithfulness_draws, seed=seed)
+                faithfulness.update(summary=check["summary"], settings=check["settings"],
+                                    seconds=round(time.perf_counter() - started, 3))
             return probe.decision_scores(maps)
 
         start = time.perf_counter()
@@ -143,7 +155,8 @@ class PrototypeProtocol(Protocol):
                    "projection": {"example_ids": [fit_ids[i] for i in projection.example],
                                   "row": projection.row.tolist(), "col": projection.col.tolist(),
                                   "band_rows": fitted.head.band if self.position_aware else None},
-                   "curve": fitted.curve, "maps_cached": task is not None and cache is not None},
+                   "curve": fitted.curve, "maps_cached": task is not None and cache is not None,
+                   "faithfulness": faithfulness or None},
             timings={"extract_maps_s": round(extract_s, 3), "selection_s": probe.selection_seconds_,
                      "refit_s": probe.refit_seconds_, "predict_s": round(predict_s, 3), **fitted.seconds},
         )

@@ -16,7 +16,8 @@ class PrototypeSettings:
 
     `band`: half-width in map rows of each prototype's frequency band (`prototype-band` only); `time_window`: also
     restrict each prototype to +-this many columns around its time column (None: any time). `layer` / `min_rows`:
-    which stage's maps (unirep.prototypes.maps). `refit`: "train+val" or "train"."""
+    which stage's maps (unirep.prototypes.maps). `refit`: "train+val" or "train". `faithfulness_images`: the
+    first N (unlabelled) test images of the masking check (unirep.prototypes.faithfulness) in the record."""
 
     layer: str | None = None
     min_rows: int = 7
@@ -32,6 +33,8 @@ class PrototypeSettings:
     band: int = 1
     time_window: int | None = None
     refit: str = "train+val"
+    faithfulness_images: int = 100  # test images of the masking check the protocol records (0: none)
+    faithfulness_draws: int = 3  # random same-size boxes per image
 
     def grid(self) -> list[dict]:
         self.check()
@@ -52,6 +55,8 @@ class PrototypeSettings:
             problems.append(f"band and time_window must be >= 0, got {self.band!r} and {self.time_window!r}")
         if self.refit not in ("train+val", "train"):
             problems.append(f"refit must be train+val or train, got {self.refit!r}")
+        if self.faithfulness_images < 0 or self.faithfulness_draws < 1:
+            problems.append("faithfulness_images must be >= 0 and faithfulness_draws >= 1")
         if min(self.epochs, self.batch_size, self.prototype_dim, self.min_rows) < 1 or self.last_layer_steps < 0:
             problems.append("epochs, batch_size, prototype_dim and min_rows must be >= 1, last_layer_steps >= 0")
         if problems:
