@@ -115,3 +115,22 @@ def test_backbones_without_maps_and_classification_tasks_are_refused(scenes, tmp
         run_protocol(scenes, create_backbone("raw-pixels"), cfg)
     with pytest.raises(ConfigError, match="detection.lrs"):
         run_protocol(scenes, create_backbone("raw-pixels"), OmegaConf.merge(cfg, {"detection": {"lrs": []}}))
+
+
+def test_the_leaderboard_shows_detection_as_its_own_block_with_map50(spied_run, tmp_path):
+    from unirep.leaderboard.board import build_leaderboard
+    from unirep.leaderboard.markdown import render_markdown
+    from unirep.results import ResultRecord, write_record
+
+    outcome, _, _ = spied_run
+    record = ResultRecord(backbone="mobilenetv2_100.packaged_in1k", task="tiny-scenes", protocol="detection",
+                          metric=outcome.metric, score=outcome.score, val_score=outcome.val_score,
+                          hyperparameters=outcome.hyperparameters, n_train=32, n_val=16, n_test=16,
+                          split_manifest={"digest": "d", "counts": COUNTS}, seed=0, timings=outcome.timings,
+                          versions={}, config={}, extra=outcome.extra)
+    write_record(tmp_path, record)
+    board = build_leaderboard([tmp_path], n_boot=0)
+    markdown = render_markdown(board)
+    assert "## detection · all tasks (1)" in markdown
+    assert f"{outcome.score:.2f} (mAP@.5 {outcome.extra['map_50']:.2f})" in markdown
+    assert json.loads(board.long["secondary_scores"].iloc[0]) == {"mAP@.5": outcome.extra["map_50"]}

@@ -22,9 +22,10 @@ def render_markdown(board: Leaderboard) -> str:
         "the sortable page with plots is `index.html`.",
     ]
     scores = {(c.backbone, c.task, c.protocol): c.score for c in board.cells}
+    secondary = {c.key: c.secondary_scores for c in board.cells if c.secondary_scores}
     for block in board.blocks:
         title = "all tasks" if block.suite == ALL_TASKS else f"suite {block.suite}"
-        lines += ["", f"## {block.protocol} · {title} ({len(block.tasks)})", "", block_table(block, scores)]
+        lines += ["", f"## {block.protocol} · {title} ({len(block.tasks)})", "", block_table(block, scores, secondary)]
         one_seed = single_seed_note([b for b in board.single_seed if b in block.done])
         if block.notes or one_seed:
             lines += ["", *(f"- {note}" for note in [*([one_seed] if one_seed else []), *block.notes])]
@@ -82,8 +83,10 @@ AGREEMENT_TEXT = ("Kendall τ-b / weighted τ (hyperbolic weigher, `scipy.stats.
                   "0 = unrelated, −1 = reversed. Also in `agreement.csv`.")
 
 
-def block_table(block: Block, scores: dict[tuple[str, str, str], float]) -> str:
-    """Ranked backbones first (by the headline aggregate), then the incomplete ones; aggregates with CIs."""
+def block_table(block: Block, scores: dict[tuple[str, str, str], float],
+                secondary: dict[tuple[str, str, str], dict[str, float]] | None = None) -> str:
+    """Ranked backbones first (by the headline aggregate), then the incomplete ones; aggregates with CIs. A task
+    cell with `secondary` scores (e.g. detection's mAP@.5) shows them after the score, in parentheses."""
     ranks = block.ranks()
     order = sorted(block.done, key=lambda b: (np.nan_to_num(ranks.get(b, np.nan), nan=np.inf), b))
     shown = [a for a in SHOWN_AGGREGATES if a in block.names]
@@ -96,6 +99,9 @@ def block_table(block: Block, scores: dict[tuple[str, str, str], float]) -> str:
         for task in block.tasks:
             score = scores.get((backbone, task, block.protocol))
             row[_escape(task)] = "–" if score is None else f"{score:.2f}"
+            others = (secondary or {}).get((backbone, task, block.protocol))
+            if score is not None and others:
+                row[_escape(task)] += " (" + ", ".join(f"{k} {v:.2f}" for k, v in others.items()) + ")"
         rows.append(row)
     frame = pd.DataFrame(rows)
     align = ["right" if c not in ("backbone",) else "left" for c in frame.columns]

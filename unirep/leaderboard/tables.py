@@ -60,6 +60,14 @@ class Cell:
         return [r.seed for r in self.records]
 
     @property
+    def secondary_scores(self) -> dict[str, float]:
+        """Seed means of the other metrics a protocol reports next to its score (`extra["secondary_scores"]`,
+        e.g. the detection protocol's mAP@.5); {} for protocols without."""
+        names = {k for r in self.records for k in (r.extra.get("secondary_scores") or {})}
+        values = {n: [r.extra.get("secondary_scores", {}).get(n) for r in self.records] for n in sorted(names)}
+        return {n: float(np.mean(v)) for n, v in values.items() if all(x is not None for x in v)}
+
+    @property
     def created_at(self) -> str:
         return max(r.created_at for r in self.records)
 
@@ -202,10 +210,11 @@ def long_table(cells: Sequence[Cell], n_boot: int = 1000, level: float = 0.95, s
             "config_digest": cell.config_digest,
             "versions": _json(first.versions),
             "created_at": cell.created_at,
+            "secondary_scores": _json(cell.secondary_scores),
         })
     columns = ["backbone", "task", "protocol", "metric", "score", "score_std", "ci_low", "ci_high", "n_seeds",
                "seeds", "val_score", "hyperparameters", "n_train", "n_val", "n_test", "split_digest", "weights_id",
-               "config_digest", "versions", "created_at"]
+               "config_digest", "versions", "created_at", "secondary_scores"]
     return pd.DataFrame(rows, columns=columns)
 
 
