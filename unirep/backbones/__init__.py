@@ -36,6 +36,7 @@ BACKBONE_MODULES = (
     "unirep.backbones.baselines",
     "unirep.backbones.checkpoint",
     "unirep.backbones.clip",  # `clip:<open_clip model>`; open_clip itself is imported on first use
+    "unirep.backbones.detectors",  # `detector:<folder>`: a trained detector's backbone / neck, pooled
     "unirep.backbones.audio_baselines",  # logmel-stats, wave-logmel-stats
     "unirep.backbones.birdnet",  # `birdnet` (waveforms, 48 kHz); ai-edge-litert is imported on first use
 )

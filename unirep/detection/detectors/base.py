@@ -26,7 +26,7 @@ Example:
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, ClassVar
@@ -38,6 +38,10 @@ from unirep.errors import DataError, WeightsError
 from unirep.fileio import atomic_write_bytes, atomic_write_json, sha256_file
 from unirep.registry import Registry
 
+# What detection mAP is computed on (training's val choice, the test record): every box above this score, up to
+# COCO's 100 per image.
+EVAL_CONF = 0.001
+EVAL_MAX_DET = 100
 FORMAT = "unirep-detector"
 FORMAT_VERSION = 1
 METADATA_FILE = "detector.json"
@@ -146,6 +150,15 @@ def pad_to_stride(batch: torch.Tensor, stride: int, value: float = 0.0) -> torch
     return torch.nn.functional.pad(batch, (0, pad_w, 0, pad_h), value=value)
 
 
+def stack_images(images: Sequence[torch.Tensor]) -> torch.Tensor:
+    """One uint8 batch; images of different sizes are padded at the bottom/right (boxes keep their pixels)."""
+    height, width = max(i.shape[1] for i in images), max(i.shape[2] for i in images)
+    batch = torch.zeros((len(images), 3, height, width), dtype=torch.uint8)
+    for slot, image in zip(batch, images):
+        slot[:, :image.shape[1], :image.shape[2]] = image
+    return batch
+
+
 def select_detections(boxes: torch.Tensor, class_scores: torch.Tensor, conf: float, iou: float, max_det: int,
                       max_candidates: int = 1000) -> Detections:
     """NMS over one image's dense outputs, one detection per anchor: its best class is its label and score (as
@@ -223,6 +236,6 @@ def is_detector_dir(path: str | Path) -> bool:
     return (Path(path) / METADATA_FILE).is_file()
 
 
-__all__ = ["DETECTORS", "Detections", "Detector", "check_class_count", "check_images", "detector_class",
-           "is_detector_dir", "load_detector", "pad_to_stride", "read_detector_metadata", "register_detector",
-           "select_detections", "write_detector"]
+__all__ = ["DETECTORS", "EVAL_CONF", "EVAL_MAX_DET", "Detections", "Detector", "check_class_count", "check_images",
+           "detector_class", "is_detector_dir", "load_detector", "pad_to_stride", "read_detector_metadata",
+           "register_detector", "select_detections", "stack_images", "write_detector"]

@@ -3,7 +3,7 @@
 The network is torchvision's `RetinaNet` itself (its head, anchor generator, box coder, matcher and loss); only
 the backbone is ours: a timm model's stage outputs (`forward_intermediates`, the rest pruned) into torchvision's
 `FeaturePyramidNetwork` with `LastLevelP6P7`, P3-P7 as in the paper. Sized for small scenes on CPU: FPN and head
-width `fpn_channels` (64), GroupNorm in the head (torchvision's RetinaNet v2 recipe; trains from a random head
+width `fpn_channels` (32), GroupNorm in the head (torchvision's RetinaNet v2 recipe; trains from a random head
 without the paper's careful init tricks), anchors of twice each level's stride (16-256 px), three scales and three
 aspect ratios per position.
 
@@ -39,8 +39,9 @@ DEFAULT_CONFIG: dict[str, Any] = {
     "arch": "mobilenetv2_100",
     "pretrained_backbone": "mobilenetv2_100.packaged_in1k",  # the init of training; None: random
     "stage_indices": [2, 3, 4],  # timm feature_info indices: strides 8, 16, 32 (C3-C5)
-    "frozen_blocks": 3,  # stem + blocks 0-2 (strides 2-8) frozen during training
-    "fpn_channels": 64,
+    # Stem + blocks 0-4 (strides 2-16) keep their ImageNet weights; blocks 5-6 (stride 32), FPN and head train.
+    "frozen_blocks": 5,
+    "fpn_channels": 32,
     "anchor_sizes": [16, 32, 64, 128, 256],  # P3..P7: twice the stride
     "anchor_scales": [1.0, 2 ** (1 / 3), 2 ** (2 / 3)],
     "aspect_ratios": [0.5, 1.0, 2.0],
@@ -96,7 +97,7 @@ def build_retinanet(num_classes: int, config: Mapping[str, Any], body: nn.Module
                        frozen_blocks=config["frozen_blocks"])
     sizes = tuple(tuple(float(s * k) for k in config["anchor_scales"]) for s in config["anchor_sizes"])
     anchors = AnchorGenerator(sizes, (tuple(config["aspect_ratios"]),) * len(sizes))
-    groups = min(32, config["fpn_channels"])
+    groups = max(1, config["fpn_channels"] // 8)  # 8 channels per group, as torchvision's v2 head (32 x 8 = 256)
     head = RetinaNetHead(backbone.out_channels, anchors.num_anchors_per_location()[0], num_classes,
                          norm_layer=partial(nn.GroupNorm, groups))
     # min/max_size only matter for torchvision's own transform, which this adapter never calls.

@@ -18,6 +18,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger
 from torch.utils.data import DataLoader, Dataset
 
+from unirep.detection.detectors.base import EVAL_CONF, EVAL_MAX_DET, stack_images
 from unirep.detection.detectors.retinanet import RetinaNetDetector
 from unirep.errors import ConfigError
 from unirep.fileio import atomic_write_json, sha256_json
@@ -48,8 +49,6 @@ class InMemoryDetectionSet(Dataset):
 
 
 def _collate(batch):
-    from unirep.detection.detectors.training import stack_images
-
     images, targets = zip(*batch)
     return stack_images(images), list(targets)
 
@@ -72,8 +71,6 @@ class RetinaNetModule(pl.LightningModule):
         return loss
 
     def validation_step(self, batch, batch_index):
-        from unirep.detection.detectors.training import EVAL_CONF, EVAL_MAX_DET
-
         images, targets = batch
         detections = self.detector.detect(images, conf=EVAL_CONF, max_det=EVAL_MAX_DET)
         self._predictions += [d.to_dict() for d in detections]

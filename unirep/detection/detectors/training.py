@@ -12,20 +12,25 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from unirep.detection.detectors.base import Detector, is_detector_dir, load_detector, read_detector_metadata
+from unirep.detection.detectors.base import (
+    EVAL_CONF,
+    EVAL_MAX_DET,
+    Detector,
+    is_detector_dir,
+    load_detector,
+    read_detector_metadata,
+    stack_images,
+)
 from unirep.errors import ConfigError
 from unirep.fileio import atomic_write_json, atomic_write_text, sha256_json
 
-# What detection mAP is computed on: every box above this score, up to COCO's 100 per image.
-EVAL_CONF = 0.001
-EVAL_MAX_DET = 100
 KINDS = {"retinanet": "retinanet", "yolov8n": "yolov8"}
 
 
@@ -129,15 +134,6 @@ def evaluate_detector(detector: Detector, split, batch_size: int = 32, conf: flo
         predictions += [d.to_dict() for d in detector.detect(images, conf=conf, iou=iou, max_det=max_det)]
     targets = [split.target(i) for i in range(len(split))]
     return detection_map(predictions, targets, num_classes=detector.num_classes)
-
-
-def stack_images(images: Sequence[torch.Tensor]) -> torch.Tensor:
-    """One uint8 batch; images of different sizes are padded at the bottom/right (boxes keep their pixels)."""
-    height, width = max(i.shape[1] for i in images), max(i.shape[2] for i in images)
-    batch = torch.zeros((len(images), 3, height, width), dtype=torch.uint8)
-    for slot, image in zip(batch, images):
-        slot[:, :image.shape[1], :image.shape[2]] = image
-    return batch
 
 
 # ---------------------------------------------------------------------------------------------------- RetinaNet
@@ -247,5 +243,5 @@ def read_record(out: Path) -> dict:
     return json.loads((out / "detector.json").read_text(encoding="utf-8"))
 
 
-__all__ = ["DetectorTrainConfig", "TrainedDetector", "evaluate_detector", "stack_images", "train_detector",
+__all__ = ["DetectorTrainConfig", "TrainedDetector", "evaluate_detector", "train_detector",
            "write_yolo_dataset"]
