@@ -51,6 +51,7 @@ def test_records_sit_next_to_the_probes_and_choose_on_val_only(tmp_path, monkeyp
     monkeypatch.setattr(train_module, "class_scores", scores_spy)
     monkeypatch.setattr(protocol_module, "class_scores", scores_spy)
     monkeypatch.setattr(protocol_module, "split_maps", maps_spy)
+    monkeypatch.setattr(protocol_module, "_MEMORY", {})
     cfg = tiny_config(tmp_path, ["prototype", "prototype-band", "linear"])
     records = {r.protocol: r for r in evaluate(cfg)}
     n_train, n_val, n_test = 897, 300, 600
@@ -59,7 +60,7 @@ def test_records_sit_next_to_the_probes_and_choose_on_val_only(tmp_path, monkeyp
     before_test = events[:first_test]
     assert [e for e in before_test if e[0] == "fit"] == [("fit", n_train)] * 2 + [("fit", n_train + n_val)]
     assert {e[1] for e in before_test if e[0] == "score"} == {n_val}
-    assert sum(e == ("maps-unlabelled", n_test) for e in events) == 2  # once per protocol
+    assert sum(e == ("maps-unlabelled", n_test) for e in events) == 1  # one pass, shared by both protocols
     assert all(e[1] == n_test for e in events[first_test:first_test + 4] if e[0] == "score")
     for name in ("prototype", "prototype-band"):
         record = records[name]

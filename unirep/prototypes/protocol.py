@@ -78,7 +78,8 @@ def task_of(images: TaskImages, cfg: DictConfig):
     return None
 
 
-_MEMORY: dict[tuple, MapSplit] = {}  # maps of hand-built image sets, per process (no manifest to key a file by)
+# Maps of hand-built image sets and of the sealed test images, per process (no manifest key to file them under).
+_MEMORY: dict[tuple, MapSplit] = {}
 
 
 def _maps(source: SpatialMaps, images: ImageSet, split: str, settings: ExtractionSettings, cache: FeatureCache | None,
@@ -118,7 +119,9 @@ class PrototypeProtocol(Protocol):
         faithfulness: dict = {}
 
         def predict(images: ImageSet) -> np.ndarray:
-            maps = split_maps(source, images, extraction).maps
+            # kept in memory only (labels hidden, never cached under the split's key): the seeds and the band
+            # variant of one run share one forward pass over the test images
+            maps = _maps(source, images, "test (unlabelled)", extraction, None, None).maps
             before["before_projection"] = class_scores(fitted.head_before_projection, maps)
             before["after_projection"] = class_scores(fitted.head_after_projection, maps)
             if settings.faithfulness_images:  # needs no label: the predicted class's score under masking
