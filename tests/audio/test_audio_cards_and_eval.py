@@ -55,6 +55,8 @@ def test_audio_csv_card_with_a_given_split(audio_folder, tmp_path):
 def test_bad_audio_file_is_one_line_exit_2(audio_folder, tmp_path, capsys):
     import shutil
 
+    import soundfile as sf
+
     root = tmp_path / "clips"
     shutil.copytree(audio_folder, root)
     (root / "fr" / "broken.wav").write_bytes(b"RIFF not really a wave file")
@@ -63,6 +65,14 @@ def test_bad_audio_file_is_one_line_exit_2(audio_folder, tmp_path, capsys):
                  "knn", "--out", str(tmp_path / "run"), f"cache_dir={tmp_path / 'cache'}"])
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and "broken.wav" in err[-1] and "cannot read audio file" in err[-1]
+    (root / "fr" / "broken.wav").unlink()
+    sf.write(root / "fr" / "click.wav", np.full(300, 0.5, np.float32), 44100)  # 109 samples at 16 kHz < 400
+    strict = write_card(tmp_path, "strict-languages", f"  format: audiofolder\n  root: {root}",
+                        "spectrogram: {short_clips: refuse}\n")
+    code = main(["eval", "logmel-stats", "--task-card", str(strict), "--tasks", "strict-languages", "--protocols",
+                 "knn", "--out", str(tmp_path / "run3"), f"cache_dir={tmp_path / 'cache'}"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and "click.wav" in err[-1] and "shorter than one window" in err[-1]
     bad = write_card(tmp_path, "bad-frontend", f"  format: audiofolder\n  root: {root}",
                      "spectrogram: {sample_rate: 16000, f_max: 9000}\n")
     code = main(["eval", "logmel-stats", "--task-card", str(bad), "--tasks", "bad-frontend", "--out",
@@ -91,8 +101,10 @@ def test_eval_end_to_end_image_and_waveform_backbones(audio_folder, tmp_path, ca
     wave = records["wave-logmel-stats/linear-seed0"]
     assert wave["extra"]["inputs"]["read_as"] == {**wave["extra"]["inputs"]["read_as"], "kind": "waveform",
                                                   "sample_rate": 16000}
-    # Three voices, three languages: the CNN on log-mel images is far above chance (33 %) on 6 test clips.
-    assert cnn["score"] > 50
+    # Three voices, three languages: the CNN's kNN on log-mel images is above chance (2 of 6 test clips); measured
+    # 4 of 6 here, so two predictions may change on another CPU before this fails.
+    scores = {name: round(r["score"], 1) for name, r in records.items()}
+    assert records["mobilenetv2_100.packaged_in1k/knn-seed0"]["score"] > 100 / 3 + 1, scores
 
 
 def test_front_end_settings_are_in_the_cache_key(audio_folder, tmp_path):
