@@ -207,6 +207,8 @@ def _evaluate_backbone_on_task(run: _Run, spec: BackboneSpec, task_name: str, ba
             return backbone
         task = run.task(task_name)
         backbone = backbone or build_backbone(spec, cfg)
+        if _skips_audio_without_waveforms(run, backbone, task):
+            return backbone
         pending = runnable_jobs(pending, protocols, backbone, report=world.is_zero)
         if not pending:
             return backbone
@@ -229,6 +231,20 @@ def _evaluate_backbone_on_task(run: _Run, spec: BackboneSpec, task_name: str, ba
             record = _run_job(job, *context, protocols[job.protocol], cfg, run.versions)
             _publish(run, record)
     return backbone
+
+
+def _skips_audio_without_waveforms(run: _Run, backbone: Backbone, task: Task) -> bool:
+    """True (with one stderr line) for a waveform backbone on an audio task that holds no waveforms (the MFCC task)
+    in a run of several tasks: the backbone is evaluated where there are waveforms, as LEEP is skipped on backbones
+    without a source head. Asked for that one task alone, it is refused (unirep.features.backbone_inputs)."""
+    if not is_waveform_backbone(backbone) or getattr(task, "kind", "image") != "audio" or task.has_waveforms:
+        return False
+    if len(resolve_tasks(list(run.cfg.tasks))) < 2:
+        return False
+    if run.world.is_zero:
+        print(f"unirep: skipped {backbone.name} on {task.name}: the task holds no waveforms for this waveform "
+              "backbone; its other tasks are evaluated", file=sys.stderr)
+    return True
 
 
 def _pending_jobs(run: _Run, jobs: list[Job]) -> list[Job]:
