@@ -85,3 +85,12 @@ def test_object_pools_are_disjoint_across_splits(task):
 def test_classification_entry_point_is_refused(task):
     with pytest.raises(DataError, match="detection task"):
         task.load_examples()
+
+
+def test_classification_protocols_refuse_a_detection_task_in_one_line(task, tmp_path, capsys):
+    from unirep.cli import main
+
+    code = main(["eval", "raw-pixels", "--tasks", "composed-scenes", "--protocols", "linear", "--out", str(tmp_path)])
+    errors = [line for line in capsys.readouterr().err.splitlines() if "error" in line]
+    assert code == 2
+    assert "is a detection task" in errors[-1] and "--protocols detection" in errors[-1]

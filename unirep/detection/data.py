@@ -103,6 +103,12 @@ class DetectionSet:
     def __getitem__(self, index: int) -> tuple[Image.Image, dict[str, torch.Tensor]]:
         return Image.fromarray(self.array(index)), self.target(index)
 
+    def stored_pixels(self, indices) -> None:
+        """Where feature extraction (the classification protocols' path) reads an ImageSet's pixels: refused in one
+        line, since one pooled feature vector per image cannot be scored against boxes."""
+        raise DataError(f"task {self.task or '?'!r} is a detection task (boxes, not one label per image): the "
+                        "classification protocols cannot use it; evaluate it with --protocols detection")
+
     def source(self, index: int) -> str:
         return self._source(index)
 
