@@ -44,3 +44,13 @@ def test_cli_refusals_are_one_line_exit_2(capsys, tmp_path):
     assert main(["explain", "raw-pixels", "--task", "sklearn-digts", "--out", str(tmp_path), "--protocol", "knn"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "did you mean sklearn-digits" in err
+
+
+def test_task_and_out_are_required_and_backbone_options_may_come_first(capsys, tmp_path):
+    assert main(["explain", "raw-pixels", "--protocol", "knn"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "needs --task and --out" in err
+    # a per-backbone option before --task: located by prefix parsing, which must not stop at the missing --task
+    assert main(["explain", "raw-pixels", "--input-size", "16", "--task", "sklearn-digts", "--out", str(tmp_path),
+                 "--protocol", "knn"]) == 2
+    assert "did you mean sklearn-digits" in capsys.readouterr().err
