@@ -10,8 +10,8 @@ front-end is inside the network) and ends in global average pooling (tensor 545,
 1024-D embedding) followed by one FULLY_CONNECTED layer to 6,522 logits (tensor 546, the model's output). With
 LiteRT's default XNNPACK delegate the intermediate tensor 545 reads as null, so the model's output is repointed, in
 memory, from 546 to 545 (one int32 of the flatbuffer) and the head — that one dense layer — is applied here with the
-model's own weight and bias (equal to the unmodified interpreter's logits to ~1e-5; tested). Measured: 0.14 s per chunk
-with XNNPACK against 0.21 s without a delegate (1 thread, loaded machine); batching chunks gains nothing.
+model's own weight and bias (equal to the unmodified interpreter's logits to ~1e-5; tested). Measured at 1 thread:
+54-61 ms of CPU per chunk with XNNPACK against 96 ms without a delegate; batching chunks gains nothing.
 
 A clip (any length, mono, 48 kHz) is cut into consecutive 3-s chunks without overlap (BirdNET-Analyzer's default).
 A last partial chunk is zero-padded to 3 s and kept when it holds at least 1.5 s of audio, or when it is the clip's
