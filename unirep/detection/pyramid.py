@@ -88,7 +88,7 @@ class FeaturePyramid:
         self.map_sizes = [tuple(int(s) for s in m.shape[2:]) for m in probe]
         self.strides = [self.input_size // h for h, _ in self.map_sizes]
 
-    @torch.inference_mode()
+    @torch.no_grad()  # not inference_mode: the maps feed the head's training, whose autograd must save them
     def maps(self, images: torch.Tensor) -> list[torch.Tensor]:
         """uint8 (B, 3, S, S) -> one float32 map per level (trunks' maps concatenated on channels)."""
         x = (images.to(self.device, torch.float32) - self.mean.to(self.device)) / self.std.to(self.device)
