@@ -215,10 +215,11 @@ def _run_state(last: Path, epochs: int) -> str:
 
 
 def _yaml_of(detector: YOLODetector) -> str:
+    """The model name ultralytics' trainer / `YOLO` wrapper are given. The module they run is always ours (set on
+    the trainer, swapped into the wrapper); the name only says the task, so a yaml dict read from a user's .pt
+    gives the file it was built from."""
     model_yaml = detector.config["model_yaml"]
-    if not isinstance(model_yaml, str):
-        raise ConfigError("training a YOLO built from a yaml dict: give its yaml file name (e.g. yolov8n.yaml)")
-    return model_yaml
+    return model_yaml if isinstance(model_yaml, str) else str(model_yaml.get("yaml_file") or "yolov8n.yaml")
 
 
 def ultralytics_val(detector: YOLODetector, data_yaml: str | Path, split: str, imgsz: int, *, batch: int = 16,
