@@ -56,3 +56,25 @@ def test_evidence_drop_is_the_logit_change_under_exactly_that_mask():
     differences = np.array([r["evidence_drop"] - r["random_drop"] for r in check["images"]])
     assert summary["logit"]["mean_difference"] == pytest.approx(differences.mean())
     assert summary["logit"]["share_evidence_larger"] == pytest.approx((differences > 0).mean())
+
+
+def test_input_pixels_keep_a_whole_image_set_uncropped():
+    # spectrogram sets are resized whole (their edge rows are frequency bands); other sets get the centre crop
+    from torchvision.transforms import v2 as T
+
+    from unirep.prototypes.maps import input_pixels
+    from unirep.tasks.base import ImageSet
+
+    backbone = create_backbone("random:mobilenetv2_035", input_size=32)
+    assert backbone.data_config.crop_pct < 1
+    rng = np.random.default_rng(0)
+    images = ImageSet.from_array(rng.integers(0, 256, (2, 40, 40, 3), dtype=np.uint8), np.array([0, 1]), ["a", "b"],
+                                 "test")
+    chosen = torch.from_numpy(images._pixels).permute(0, 3, 1, 2)
+    cropped = input_pixels(images, backbone)
+    assert torch.equal(cropped, backbone.data_config.resize_crop()(chosen))
+    images.whole_image = True
+    whole = input_pixels(images, backbone)
+    resize = T.Resize(32, interpolation=T.InterpolationMode.BICUBIC if backbone.data_config.interpolation == "bicubic"
+                      else T.InterpolationMode.BILINEAR, antialias=True)
+    assert torch.equal(whole, resize(chosen)) and not torch.equal(whole, cropped)

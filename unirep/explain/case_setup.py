@@ -78,15 +78,12 @@ class CaseSetup:
         return self._features[split]
 
     def pixels(self, split: str, indices: list[int] | np.ndarray) -> torch.Tensor:
-        """uint8 (N, 3, S, S): the backbone's input pixels (resized, centre-cropped) of these examples."""
-        from unirep.features import image_batches
+        """uint8 (N, 3, S, S): the backbone's input pixels of these examples."""
+        from unirep.prototypes.maps import input_pixels
 
-        indices = [int(i) for i in indices]
-        if not indices:
-            size = self.backbone.data_config.input_size
-            return torch.zeros((0, 3, size, size), dtype=torch.uint8)
-        subset = self.split(split).subset(np.asarray(indices))
-        return torch.cat(list(image_batches(subset, self.backbone.data_config, batch_size=256)))
+        # as feature extraction prepares them (spectrograms resized whole, images centre-cropped)
+        return input_pixels(self.split(split).subset(np.asarray([int(i) for i in indices], dtype=np.int64)),
+                            self.backbone)
 
     def provenance(self, args: argparse.Namespace, extra: dict | None = None) -> dict:
         from omegaconf import OmegaConf

@@ -94,6 +94,19 @@ class SpatialMaps(Backbone):
                 "maps": {"layer": self.layer, "shape": list(self.map_shape)}, "num_features": self.num_features}
 
 
+def input_pixels(images: ImageSet, source: Backbone, batch_size: int = 256) -> torch.Tensor:
+    """uint8 (N, 3, S, S): the pixels the backbone sees for `images`, prepared as feature extraction prepares them
+    (resize + centre crop; a set marked `whole_image`, such as spectrograms, resized whole without the crop)."""
+    from unirep.features import image_batches
+
+    config = source.data_config
+    if getattr(images, "whole_image", False):
+        config = config.with_overrides(crop_pct=1.0)
+    if len(images) == 0:
+        return torch.zeros((0, 3, config.input_size, config.input_size), dtype=torch.uint8)
+    return torch.cat(list(image_batches(images, config, batch_size)))
+
+
 @dataclass
 class MapSplit:
     """One split's maps (N, C, H, W) float32 and labels (N,)."""

@@ -24,15 +24,14 @@ import time
 from dataclasses import fields
 
 import numpy as np
-import torch
 from omegaconf import DictConfig, OmegaConf
 
 from unirep.errors import ConfigError
-from unirep.features import ExtractionSettings, FeatureCache, image_batches
+from unirep.features import ExtractionSettings, FeatureCache
 from unirep.metrics import Metric
 from unirep.protocols import Protocol, ProtocolOutcome, TaskImages, register_protocol
 from unirep.prototypes.faithfulness import PrototypeClassifier, masking_check
-from unirep.prototypes.maps import MapSplit, SpatialMaps, choose_stage, split_maps
+from unirep.prototypes.maps import MapSplit, SpatialMaps, choose_stage, input_pixels, split_maps
 from unirep.prototypes.settings import PrototypeSettings
 from unirep.prototypes.train import PrototypeProbe, class_scores
 from unirep.tasks.base import ImageSet
@@ -53,6 +52,14 @@ def settings_from_dict(given: dict) -> PrototypeSettings:
     settings = PrototypeSettings(**given)
     settings.check()
     return settings
+
+
+def subset_like(images: ImageSet, indices: np.ndarray) -> ImageSet:
+    """`images.subset(indices)`, keeping whether the set is resized whole (`whole_image`)."""
+    subset = images.subset(indices)
+    if getattr(images, "whole_image", False):
+        subset.whole_image = True
+    return subset
 
 
 @functools.lru_cache(maxsize=8)
@@ -119,6 +126,9 @@ class PrototypeProtocol(Protocol):
         faithfulness: dict = {}
 
         def predict(images: ImageSet) -> np.ndarray:
+            # The sealed split hands over a plain ImageSet: keep how the task's images are prepared (spectrograms
+            # are resized whole, never centre-cropped), or the test maps would not be the train maps' kind.
+            images.whole_image = getattr(data.train, "whole_image", False)
             # kept in memory only (labels hidden, never cached under the split's key): the seeds and the band
             # variant of one run share one forward pass over the test images
             maps = _maps(source, images, "test (unlabelled)", extraction, None, None).maps
@@ -127,7 +137,7 @@ class PrototypeProtocol(Protocol):
             if settings.faithfulness_images:  # needs no label: the predicted class's score under masking
                 started = time.perf_counter()
                 count = min(settings.faithfulness_images, len(images))
-                pixels = torch.cat(list(image_batches(images.subset(np.arange(count)), source.data_config, 256)))
+                pixels = input_pixels(subset_like(images, np.arange(count)), source)
                 check = masking_check(PrototypeClassifier(source, fitted.head), pixels,
                                       random_draws=settings.faithfulness_draws, seed=seed)
                 faithfulness.update(summary=check["summary"], settings=check["settings"],
