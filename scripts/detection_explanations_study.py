@@ -59,7 +59,7 @@ def open_detector(path: str, classes: tuple[str, ...]):
 def study_detector(name: str, folder: str, split, args, settings: ExplainSettings) -> list[dict]:
     detector = open_detector(folder, split.classes)
     rows, collected = [], 0
-    for index in range(len(split)):
+    for index in range(args.first_image, len(split)):
         if collected >= args.detections:
             break
         image, truth = split.image(index), split.target(index)
@@ -127,6 +127,9 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out", default="runs/detection-explanations")
+    parser.add_argument("--first-image", type=int, default=0, help="test image to start the search at")
+    parser.add_argument("--include", action="append", default=[], metavar="STUDY.json",
+                        help="rows of an earlier run (same settings, other images) summarised with this run's")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     task = create_task(args.task)
@@ -134,13 +137,18 @@ def main() -> None:
     settings = ExplainSettings(drise=DriseSettings(masks=args.masks, seed=args.seed), occlusion=OcclusionSettings())
     started = time.perf_counter()
     rows = []
+    for earlier in args.include:
+        import json
+
+        rows += json.loads(Path(earlier).read_text())["rows"]
     for item in args.detector:
         name, _, folder = item.partition("=")
         rows += study_detector(name, folder, split, args, settings)
     table = summarise(rows)
     out = Path(args.out)
     atomic_write_json(out / "study.json", {"task": args.task, "manifest_digest": task.manifest.digest,
-                                           "detectors": args.detector,
+                                           "detectors": args.detector, "included": args.include,
+                                           "first_image": args.first_image,
                                            "settings": settings.to_dict(), "detections": args.detections,
                                            "curve_steps": args.steps, "threads": args.threads,
                                            "versions": versions(), "wall_s": time.perf_counter() - started,
