@@ -3,7 +3,8 @@
 The reference is measured in the same run: `drise_saliency` with batch_size=1 (every masked image its own
 `detect` call) on the first --single masks, against batch_size=--batch on --masks masks, on one composed-scenes
 test image (128 px). Default detector: a random-init RetinaNet with unirep's default config (MobileNetV2 + FPN);
-`--detector DIR` times a trained folder (RetinaNet or YOLOv8) instead. The maps of the shared masks are checked
+`--detector DIR` times a trained folder (RetinaNet or YOLOv8) instead, `--detector FILE.pt` an ultralytics YOLOv8
+checkpoint (through the adapter's safe loader). The maps of the shared masks are checked
 equal (to float rounding) before the times are printed.
 
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/drise.py [--detector runs/detectors/retinanet] [--masks 256]
@@ -31,7 +32,8 @@ def seconds(fn, repeat: int) -> tuple[float, object]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--detector", default=None, help="a detector folder (default: random-init RetinaNet)")
+    parser.add_argument("--detector", default=None,
+                        help="a detector folder or a YOLOv8 .pt (default: random-init RetinaNet)")
     parser.add_argument("--masks", type=int, default=256, help="masks timed batched")
     parser.add_argument("--single", type=int, default=32, help="masks timed one at a time")
     parser.add_argument("--batch", type=int, default=32)
@@ -42,7 +44,11 @@ def main() -> None:
     from unirep.tasks import create_task
 
     split = create_task("composed-scenes").split("test")
-    if args.detector:
+    if args.detector and args.detector.endswith(".pt"):  # an ultralytics YOLOv8 checkpoint, via the safe loader
+        from unirep.detection.detectors.yolo import detector_from_weights
+
+        detector = detector_from_weights(args.detector, split.classes, {}).eval()
+    elif args.detector:
         from unirep.detection.detectors import load_detector
 
         detector = load_detector(args.detector, num_classes=len(split.classes)).eval()
