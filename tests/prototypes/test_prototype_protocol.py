@@ -52,7 +52,7 @@ def test_records_sit_next_to_the_probes_and_choose_on_val_only(tmp_path, monkeyp
     monkeypatch.setattr(protocol_module, "class_scores", scores_spy)
     monkeypatch.setattr(protocol_module, "split_maps", maps_spy)
     monkeypatch.setattr(protocol_module, "_MEMORY", {})
-    cfg = tiny_config(tmp_path, ["prototype", "prototype-band", "linear"])
+    cfg = tiny_config(tmp_path, ["prototype", "prototype-band", "knn"])
     records = {r.protocol: r for r in evaluate(cfg)}
     n_train, n_val, n_test = 897, 300, 600
     # Candidates fit on train and are scored on val only; the refit fits train+val; test comes last, once a protocol.
@@ -82,7 +82,7 @@ def test_records_sit_next_to_the_probes_and_choose_on_val_only(tmp_path, monkeyp
         assert low <= check["logit"]["share_evidence_larger"] <= high
         path = record_path(tmp_path / "run", "random:mobilenetv2_035", "sklearn-digits", name, 0)
         assert read_record(path).score == record.score
-    assert records["linear"].n_test == n_test
+    assert records["knn"].n_test == n_test  # the probes' records, in the same run folder
 
 
 def test_a_different_test_split_changes_no_choice(tmp_path):
