@@ -110,13 +110,37 @@ def test_lp_ft_probe_head_is_unirep_linear_probe_folded_into_the_head(digits):
     C, val_score = linear_probe_head(net, digits.train, digits.val, Metric.TOP1, C=None)
     for key, value in backbone_state(backbone).items():
         assert torch.equal(backbone_state(net)[key], value), key
-    # Independently: the probe with that C on the same frozen features gives the head's logits.
+    # Independently: the probe with that C on the same frozen features, its standardisation floored at a tenth of
+    # the median non-constant column's spread (written out here), gives the head's logits.
     train, val = (frozen_features(net, images, "cpu") for images in (digits.train, digits.val))
     probe = create_probe("linear", C=C).fit(train.X, train.y)
+    scale = probe.scale_.astype(np.float64)
+    floor = 0.1 * np.median(scale[scale != 1.0])
+    weight = probe.coef_ / np.maximum(scale, floor)[None, :]
+    expected = val.X @ weight.T + (probe.intercept_ - weight @ probe.mean_)
     with torch.no_grad():
         logits = net.eval().head(torch.as_tensor(val.X)).numpy()
-    np.testing.assert_allclose(logits, probe.decision_scores(val.X), rtol=1e-4, atol=1e-4)
-    assert 100.0 * accuracy_score(val.y, logits.argmax(1)) == pytest.approx(val_score, abs=100.0 / len(val.y))
+    np.testing.assert_allclose(logits, expected, rtol=1e-4, atol=1e-4)
+    if (scale >= floor).all():  # nothing floored: exactly the probe's own scores
+        np.testing.assert_allclose(logits, probe.decision_scores(val.X), rtol=1e-4, atol=1e-4)
+    assert abs(100.0 * accuracy_score(val.y, logits.argmax(1)) - val_score) <= 3 * 100.0 / len(val.y)
+
+
+def test_the_folded_head_floors_near_constant_columns():
+    """A column non-zero on one image of 200 (a near-dead unit) gets an ordinary weight in the standardised probe;
+    folded exactly, 1/scale would multiply it by ~1/0.007; floored, its weight stays at the other columns' size."""
+    from unirep.finetune.probe_head import SCALE_FLOOR, floored_scale, load_head
+
+    rng = np.random.default_rng(0)
+    scale = np.concatenate([rng.uniform(0.5, 2.0, 31), [0.007], [1.0]])  # the last: a constant column
+    coef = rng.normal(size=(3, 33))
+    head = torch.nn.Linear(33, 3)
+    load_head(head, coef, np.zeros(3), np.zeros(33), scale, np.arange(3))
+    floor = SCALE_FLOOR * np.median(scale[:32])
+    floored = floored_scale(scale)
+    assert floored[31] == pytest.approx(floor) and floored[:31].tolist() == scale[:31].tolist() and floored[32] == 1.0
+    np.testing.assert_allclose(head.weight.detach().numpy()[:, 31], coef[:, 31] / floor, rtol=1e-6)
+    np.testing.assert_allclose(head.weight.detach().numpy()[:, :31], coef[:, :31] / scale[None, :31], rtol=1e-6)
 
 
 def test_lp_ft_fine_tunes_everything_from_the_probe_head(tiny, digits):

@@ -76,10 +76,12 @@ def test_study_writes_one_fixed_schema_record_per_network_and_score(study, capsy
         assert hyper["base"] == BASE and hyper["strategy"] in ("frozen", "wise", "wise-bn")
         assert record.classifier == ("linear" if hyper["strategy"] == "frozen" else "wise-head")
     frozen, wise0, wise_half, wise1, wise_half_bn = (records[(label, "msp")] for label in LABELS)
-    # α = 0 is the frozen network with its probe head: the same scores, example by example.
-    assert wise0.id_test_scores == frozen.id_test_scores and wise0.ood_test_scores == frozen.ood_test_scores
+    # α = 0 is the frozen network's backbone with its probe folded as LP-FT folds it (scales floored): the same
+    # features, its own record (the head is not the frozen network's exact fold).
     assert wise0.backbone_identity == frozen.backbone_identity
-    assert wise0.classifier_hyperparameters["record_copied_from"].endswith("/linear-msp.json")
+    assert "record_copied_from" not in wise0.classifier_hyperparameters
+    assert wise0.classifier_hyperparameters["head_fold"].startswith("standardisation scales floored")
+    assert len(wise0.id_test_scores) == len(frozen.id_test_scores)
     assert "record_copied_from" not in wise1.classifier_hyperparameters  # no full-fine-tuning record to copy here
     assert wise1.backbone_identity["weights_id"].startswith("finetuned:sha256:")
     assert wise1.backbone_identity["name"] == f"{BASE}@full-seed0"

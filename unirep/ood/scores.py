@@ -38,10 +38,12 @@ class LinearHead:
     bias: np.ndarray  # (K,)
 
     @classmethod
-    def from_probe(cls, probe: Any) -> LinearHead:
+    def from_probe(cls, probe: Any, scale: np.ndarray | None = None) -> LinearHead:
         """The fitted `unirep.probes.linear.LinearProbe` as a head on raw features: W' = W / scale and
-        b' = b - W' mean, the same logits as `probe.decision_scores` (up to float rounding)."""
-        weight = np.asarray(probe.coef_, np.float64) / np.asarray(probe.scale_, np.float64)
+        b' = b - W' mean, the same logits as `probe.decision_scores` (up to float rounding). `scale` replaces the
+        probe's own (fine-tuning's floored fold: unirep.finetune.probe_head)."""
+        scale = probe.scale_ if scale is None else scale
+        weight = np.asarray(probe.coef_, np.float64) / np.asarray(scale, np.float64)
         bias = np.asarray(probe.intercept_, np.float64) - weight @ np.asarray(probe.mean_, np.float64)
         return cls(weight, bias)
 

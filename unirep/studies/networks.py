@@ -87,11 +87,15 @@ class Plan:
             self.strategy, "own-head")
 
     def same_network(self, theta_0: str = "frozen") -> tuple[str, str] | None:
-        """(label, classifier) of the network this one *is*, where it is another's: WiSE at α = 0 is θ_0 (the
-        `theta_0` strategy's network), at α = 1 its fine-tuned endpoint (the interpolation returns them exactly)."""
+        """(label, classifier) of the network this one *is*, where it is another's: WiSE at α = 1 is its fine-tuned
+        endpoint, at α = 0 the zero-shot network when that is θ_0 (the interpolation returns them exactly). With
+        `wise_theta_0: frozen`, θ_0's head is the floored fold of the frozen probe (NetworkBuilder.wise_theta_0), not
+        the frozen network's own head, so α = 0 is scored itself."""
         if self.strategy != "wise" or self.alpha not in (0.0, 1.0):
             return None
         if self.alpha == 0.0:
+            if theta_0 == "frozen":
+                return None
             return f"{self.base}@{theta_0}", Plan(theta_0, self.base, theta_0).classifier
         return finetuned_label(self.base, self.endpoint, self.seed), "own-head"
 
@@ -263,7 +267,22 @@ class NetworkBuilder:
             hyper = {"C": C, "val_top1": float(selector.val_score_), "fit_on": "id/train", "selected_on": "id/val",
                      "probe_s": round(time.perf_counter() - start, 3)}
             self._frozen = Network(self.pretrained, LinearHead.from_probe(probe), "linear", hyper)
+            self._frozen_probe = probe
         return self._frozen
+
+    def wise_theta_0(self) -> Network:
+        """WiSE-FT's θ_0. For `wise_theta_0: frozen`, the frozen network with its probe folded the way LP-FT folds its
+        probe head (standardisation scales floored, unirep.finetune.probe_head): the state LP-FT's fine-tuning starts
+        from, as WiSE-FT presumes. The exact fold multiplies near-dead units by up to 1/scale ~ 1e5, and any
+        interpolated backbone moves those units (ID top-1 82 -> 10 % at alpha = 0.25 on opencv-digits)."""
+        if self.cfg.wise_theta_0 != "frozen":
+            return self.theta_0()
+        frozen = self.frozen()
+        from unirep.finetune.probe_head import floored_scale
+
+        head = LinearHead.from_probe(self._frozen_probe, scale=floored_scale(self._frozen_probe.scale_))
+        return replace(frozen, head=head, hyperparameters={**frozen.hyperparameters,
+                                                          "head_fold": "standardisation scales floored (LP-FT's)"})
 
     def zero_shot(self) -> Network:
         """The pretrained CLIP tower with CLIP's zero-shot head of the ID class names (default templates)."""
@@ -327,7 +346,7 @@ class NetworkBuilder:
         return result.net
 
     def wise(self, plan: Plan) -> Network:
-        theta_0 = self.theta_0()
+        theta_0 = self.wise_theta_0()
         finetuned = self.finetuned(plan.endpoint, plan.seed)  # first: the record names its fine-tuning choices
         head = "the linear-probe head" if self.cfg.wise_theta_0 == "frozen" else "CLIP's zero-shot head"
         bn = "recomputed on ID train through the interpolated network" if plan.strategy == "wise-bn" else "interpolated"
