@@ -69,12 +69,11 @@ class DetectionExplainer(Explainer):
 
         group = parser.add_argument_group("detection tasks")
         group.add_argument("--methods", default=DEFAULT_METHODS,
-                           help=f"comma-separated, from {', '.join(DETECTION_METHODS.list())} "
-                                f"(default {DEFAULT_METHODS})")
-        group.add_argument("--masks", type=int, default=1000, help="D-RISE masks per image (default 1000)")
+                           help=f"comma-separated, from {', '.join(DETECTION_METHODS.list())}")
+        group.add_argument("--masks", type=int, default=1000, help="D-RISE masks per image")
         group.add_argument("--conf", type=float, default=None,
-                           help="score threshold of the explained detections (default: the detector's)")
-        group.add_argument("--iou", type=float, default=None, help="NMS IoU threshold (default: the detector's)")
+                           help="score threshold of the explained detections (None: the detector's)")
+        group.add_argument("--iou", type=float, default=None, help="NMS IoU threshold (None: the detector's)")
         group.add_argument("--max-detections", type=int, default=10, help="detections explained per image")
 
     def run(self, args: argparse.Namespace) -> int:
