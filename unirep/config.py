@@ -23,6 +23,7 @@ from omegaconf import MISSING, DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from unirep.errors import ConfigError, yaml_problem
+from unirep.prototypes.settings import PrototypeSettings  # a torch-free dataclass (unirep.prototypes imports no torch)
 from unirep.fileio import atomic_write_text
 
 # The name prefix of random-init backbones (unirep.backbones.baselines); results filed under it say so.
@@ -191,6 +192,7 @@ class EvalConfig:
     finetune: FineTuneConfig = field(default_factory=FineTuneConfig)
     ood: OodProtocolConfig = field(default_factory=OodProtocolConfig)
     detection: DetectionProtocolConfig = field(default_factory=DetectionProtocolConfig)
+    prototype: PrototypeSettings = field(default_factory=PrototypeSettings)  # prototype / prototype-band protocols
 
 
 def load_config(schema: type, path: str | Path | None = None, dotlist: list[str] | None = None,

@@ -136,7 +136,11 @@ class _ResizeCropCollate:
 
 def image_batches(images: ImageSet, data_config: DataConfig, batch_size: int, num_workers: int = 0) -> DataLoader:
     """uint8 (B, 3, input_size, input_size) batches of `images`, resized and centre-cropped for `data_config`,
-    in order. Shared by feature extraction and source-training data caching, so both see the same pixels."""
+    in order; a set marked `whole_image` (spectrograms: their edge rows are the lowest and highest bands) is resized
+    whole, without the crop. Shared by feature extraction, source-training / fine-tuning data caching and the
+    sealed test split, so all of them see the same pixels."""
+    if getattr(images, "whole_image", False):  # duck-typed sets (a DetectionSet, a custom dataset) have none
+        data_config = data_config.with_overrides(crop_pct=1.0)
     return DataLoader(
         _ImageTensors(images),
         batch_size=batch_size,
@@ -215,10 +219,7 @@ def _extract_clips(backbone: Backbone, clips: ClipSet, settings: ExtractionSetti
 
 def _extract(backbone: Backbone, images: ImageSet, settings: ExtractionSettings, device: torch.device,
              want_logits: bool, description: str, start: float) -> ExtractedSplit:
-    data_config = backbone.data_config
-    if getattr(images, "whole_image", False):  # a spectrogram's edge rows are its lowest and highest bands: no crop
-        data_config = data_config.with_overrides(crop_pct=1.0)
-    loader = image_batches(images, data_config, settings.batch_size, settings.num_workers)
+    loader = image_batches(images, backbone.data_config, settings.batch_size, settings.num_workers)
     features, logits = [], []
     memory_format = torch.channels_last if settings.channels_last else torch.contiguous_format
     for batch in tqdm(loader, desc=description, unit="batch", leave=False, disable=_quiet()):

@@ -61,6 +61,7 @@ class SealedImages:
         self._evaluated = True
         images = self.__images
         unlabelled = ImageSet(images.ids, np.full(len(images), -1), lambda i: images[i][0])
+        unlabelled.whole_image = getattr(images, "whole_image", False)  # resized as train images are (no crop)
         scores = np.asarray(predict(unlabelled))
         predictions = scores if metric.needs_scores else scores.argmax(axis=1)
         labels = np.asarray(images.labels)

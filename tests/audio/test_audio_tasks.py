@@ -126,3 +126,31 @@ def test_missing_data_names_the_package(name, env, package, monkeypatch, tmp_pat
                  f"cache_dir={tmp_path / 'cache'}"])
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and package in err[-1] and len(err[-1].splitlines()) == 1
+
+
+def test_whole_image_survives_subsets_concatenation_and_the_sealed_split():
+    """Spectrograms are resized whole everywhere a backbone sees them: a subset, the fine-tuning train+val
+    concatenation and the sealed test split's unlabelled copy keep the mark, and `image_batches` then skips the
+    centre crop (the batch equals a plain resize of the same images)."""
+    from unirep.backbones.base import DataConfig
+    from unirep.features import image_batches
+    from unirep.finetune.data import concat_images
+    from unirep.metrics import Metric
+    from unirep.protocols import SealedImages
+    from unirep.tasks.base import ImageSet
+
+    rng = np.random.default_rng(0)
+    pixels = rng.integers(0, 256, size=(4, 40, 40), dtype=np.uint8)
+    spectrograms = ImageSet.from_array(pixels, np.arange(4) % 2, [f"c{i}" for i in range(4)], "test")
+    spectrograms.whole_image = True
+    assert spectrograms.subset([1, 2]).whole_image and concat_images(spectrograms, spectrograms).whole_image
+    seen = []
+    SealedImages(spectrograms).evaluate(lambda images: seen.append(images.whole_image) or np.zeros((4, 2)),
+                                        Metric.TOP1)
+    assert seen == [True]
+    config = DataConfig(input_size=20, crop_pct=0.875)
+    whole = next(iter(image_batches(spectrograms, config, batch_size=4)))
+    plain = ImageSet.from_array(pixels, np.arange(4) % 2, [f"c{i}" for i in range(4)], "test")
+    cropped = next(iter(image_batches(plain, config, batch_size=4)))
+    resized = next(iter(image_batches(plain, config.with_overrides(crop_pct=1.0), batch_size=4)))
+    assert np.array_equal(whole.numpy(), resized.numpy()) and not np.array_equal(whole.numpy(), cropped.numpy())

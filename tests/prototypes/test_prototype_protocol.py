@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from omegaconf import OmegaConf
 
 import unirep.prototypes.protocol as protocol_module
 import unirep.prototypes.train as train_module
@@ -22,12 +21,11 @@ TINY = {"layer": None, "min_rows": 4, "lrs": [0.01, 0.003], "prototypes_per_clas
 
 
 def tiny_config(tmp_path, protocols, **prototype):
-    cfg = load_config(EvalConfig, None, [f"out={tmp_path / 'run'}", f"cache_dir={tmp_path / 'cache'}",
-                                         "max_input_size=32", "batch_size=256"],
-                      backbones=["random:mobilenetv2_035"], tasks=["sklearn-digits"], protocols=protocols)
-    OmegaConf.set_struct(cfg, False)  # the run config has no `prototype` section yet: the protocol reads one if given
-    cfg.prototype = {**TINY, **prototype}
-    return cfg
+    # The run config's `prototype` section, as `unirep eval ... prototype.epochs=1` would set it.
+    return load_config(EvalConfig, None, [f"out={tmp_path / 'run'}", f"cache_dir={tmp_path / 'cache'}",
+                                          "max_input_size=32", "batch_size=256"],
+                       backbones=["random:mobilenetv2_035"], tasks=["sklearn-digits"], protocols=protocols,
+                       prototype={**TINY, **prototype})
 
 
 def test_records_sit_next_to_the_probes_and_choose_on_val_only(tmp_path, monkeypatch):

@@ -64,8 +64,10 @@ def train_transform(data_config: DataConfig, ft: DictConfig) -> Callable:
 def concat_images(first: ImageSet, second: ImageSet) -> ImageSet:
     """The examples of `first` then `second` (train+val for the refit)."""
     cut = len(first)
-    return ImageSet(first.ids + second.ids, np.concatenate([first.labels, second.labels]),
+    both = ImageSet(first.ids + second.ids, np.concatenate([first.labels, second.labels]),
                     lambda i: first[i][0] if i < cut else second[i - cut][0])
+    both.whole_image = first.whole_image
+    return both
 
 
 def check_labels(images: ImageSet, num_classes: int, split: str) -> None:

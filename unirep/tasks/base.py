@@ -102,7 +102,11 @@ class ImageSet:
     `source(i)` names where example i comes from (file path or package + index) for error messages.
     Sets built `from_array` also hand out whole batches of their stored pixels (`stored_pixels`), which
     feature extraction uses instead of one PIL image per example.
+    `whole_image`: resize these images whole for a backbone, without its centre crop (spectrograms, whose edges
+    are signal); subsets and the sealed test split keep it.
     """
+
+    whole_image: bool = False
 
     def __init__(
         self,
@@ -156,6 +160,7 @@ class ImageSet:
         )
         if self._pixels is not None:
             subset._pixels, subset._rows = self._pixels, indices if self._rows is None else self._rows[indices]
+        subset.whole_image = self.whole_image
         return subset
 
     @classmethod
