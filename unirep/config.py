@@ -23,8 +23,8 @@ from omegaconf import MISSING, DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from unirep.errors import ConfigError, yaml_problem
-from unirep.prototypes.settings import PrototypeSettings  # a torch-free dataclass (unirep.prototypes imports no torch)
 from unirep.fileio import atomic_write_text
+from unirep.prototypes.settings import PrototypeSettings  # a torch-free dataclass (unirep.prototypes imports no torch)
 
 # The name prefix of random-init backbones (unirep.backbones.baselines); results filed under it say so.
 RANDOM_PREFIX = "random:"

@@ -36,8 +36,6 @@ from __future__ import annotations
 import csv
 import dataclasses
 import os
-import re
-from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -47,17 +45,16 @@ from PIL import Image
 
 from unirep.errors import ConfigError, DataError, yaml_problem
 from unirep.fileio import atomic_write_json, sha256_file, sha256_json
-from unirep.metrics import Metric
 from unirep.registry import Registry
 from unirep.tasks import TASKS, _import_adapters
 from unirep.tasks.base import SPLITS, ImageSet, SplitManifest, Task, TaskCard, register_card
+from unirep.tasks.card_fields import LABEL_METRICS, checked_card_fields
 
 ENV_TASK_DIRS = "UNIREP_TASK_DIRS"
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
 CARD_KEYS = {"name", "description", "classes", "metric", "seed", "source", "licence", "split", "suites", "provides",
              "data"}
 DATA_KEYS = {"format", "root", "csv", "val_fraction", "test_fraction", "min_per_class", "manifest"}
-NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 MAX_LISTED = 5  # offending rows named in one error line
 
 
@@ -141,20 +138,7 @@ def read_custom_card(path: str | Path) -> TaskCard:
         from unirep.detection.formats import read_detection_card  # boxes, not one label per image
 
         return read_detection_card(path, raw)
-    unknown = sorted(set(raw) - CARD_KEYS)
-    if unknown:
-        raise ConfigError(f"task card {path}: unknown field(s) {unknown}; allowed: {sorted(CARD_KEYS)}")
-    name = str(raw.get("name", ""))
-    if not NAME_PATTERN.match(name):
-        raise ConfigError(f"task card {path}: name {name!r} must be letters, digits, '.', '_' or '-'")
-    metric = str(raw.get("metric", "top1"))
-    label_metrics = [m.value for m in Metric if not m.needs_scores]
-    if metric not in label_metrics:
-        raise ConfigError(f"task card {path}: metric {metric!r} is not one of {label_metrics}")
-    classes = tuple(str(c) for c in raw.get("classes") or ())
-    if len(set(classes)) != len(classes):
-        dupes = sorted(c for c, n in Counter(classes).items() if n > 1)
-        raise ConfigError(f"task card {path}: classes listed twice: {dupes}")
+    name, metric, classes = checked_card_fields(path, raw, CARD_KEYS, default_metric="top1", metrics=LABEL_METRICS)
     data = _data_section(raw.get("data"), path, name)
     return TaskCard(
         name=name,

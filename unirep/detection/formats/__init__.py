@@ -24,7 +24,6 @@ A card (any folder; relative paths are relative to the card's folder; `--task-ca
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 from unirep.detection.data import DetectionSet
@@ -35,10 +34,10 @@ from unirep.errors import ConfigError, DataError
 from unirep.fileio import atomic_write_json, sha256_file, sha256_json
 from unirep.registry import Registry
 from unirep.tasks.base import SPLITS, TaskCard
+from unirep.tasks.card_fields import checked_card_fields
 from unirep.tasks.detection.base import DetectionTask
 
 FORMATS = ("coco", "yolo", "ultralytics")
-NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")  # as unirep.tasks.custom's (which dispatches here)
 CARD_KEYS = {"name", "description", "classes", "metric", "seed", "source", "licence", "split", "suites", "provides",
              "data"}
 DATA_KEYS = {"format", "train", "val", "test", "images", "root", "yaml", "empty_images", "val_fraction",
@@ -48,15 +47,8 @@ READERS: Registry = Registry("detection format")
 
 def read_detection_card(path: Path, raw: dict) -> TaskCard:
     """Check a detection card `raw` read from `path`; data paths become absolute."""
-    unknown = sorted(set(raw) - CARD_KEYS)
-    if unknown:
-        raise ConfigError(f"task card {path}: unknown field(s) {unknown}; allowed: {sorted(CARD_KEYS)}")
-    name = str(raw.get("name", ""))
-    if not NAME_PATTERN.match(name):
-        raise ConfigError(f"task card {path}: name {name!r} must be letters, digits, '.', '_' or '-'")
-    metric = str(raw.get("metric", "coco_map"))
-    if metric != "coco_map":
-        raise ConfigError(f"task card {path}: a detection task is scored with metric coco_map, not {metric!r}")
+    # A detection task is scored with coco_map only; `classes` are read again below (optional for coco/ultralytics).
+    name, metric, _ = checked_card_fields(path, raw, CARD_KEYS, default_metric="coco_map", metrics=["coco_map"])
     data = dict(raw["data"])
     unknown = sorted(set(data) - DATA_KEYS)
     if unknown:

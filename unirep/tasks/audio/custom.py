@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import csv
 import dataclasses
-import re
 from pathlib import Path
 
 import numpy as np
@@ -36,33 +35,20 @@ from unirep.audio.frontend import SpectrogramConfig
 from unirep.audio.io import AUDIO_SUFFIXES
 from unirep.errors import ConfigError, DataError
 from unirep.fileio import atomic_write_json, sha256_file, sha256_json
-from unirep.metrics import Metric
 from unirep.tasks.audio.base import AudioExamples, AudioTask
 from unirep.tasks.base import SPLITS, ImageSet, SplitManifest, TaskCard
+from unirep.tasks.card_fields import LABEL_METRICS, checked_card_fields
 
 AUDIO_FORMATS = ("audiofolder", "audio-csv")
 CARD_KEYS = {"name", "description", "classes", "metric", "seed", "source", "licence", "split", "suites", "provides",
              "data", "spectrogram"}
 DATA_KEYS = {"format", "root", "csv", "val_fraction", "test_fraction", "min_per_class", "manifest"}
-NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 MAX_LISTED = 5
 
 
 def read_audio_card(path: Path, raw: dict) -> TaskCard:
     """Check the parsed card `raw` read from `path` (relative data paths resolved against its folder)."""
-    unknown = sorted(set(raw) - CARD_KEYS)
-    if unknown:
-        raise ConfigError(f"task card {path}: unknown field(s) {unknown}; allowed: {sorted(CARD_KEYS)}")
-    name = str(raw.get("name", ""))
-    if not NAME_PATTERN.match(name):
-        raise ConfigError(f"task card {path}: name {name!r} must be letters, digits, '.', '_' or '-'")
-    metric = str(raw.get("metric", "top1"))
-    allowed = [m.value for m in Metric if not m.needs_scores]
-    if metric not in allowed:
-        raise ConfigError(f"task card {path}: metric {metric!r} is not one of {allowed}")
-    classes = tuple(str(c) for c in raw.get("classes") or ())
-    if len(set(classes)) != len(classes):
-        raise ConfigError(f"task card {path}: a class is listed twice in {list(classes)}")
+    name, metric, classes = checked_card_fields(path, raw, CARD_KEYS, default_metric="top1", metrics=LABEL_METRICS)
     data = _data_section(raw["data"], path, name)
     spectrogram = raw.get("spectrogram") or {}
     SpectrogramConfig.from_dict(spectrogram, f"task card {path}")  # refused now, not at the first clip
