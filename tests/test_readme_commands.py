@@ -168,9 +168,9 @@ def check_score(cwd: Path, stdout: str) -> None:
     by_backbone = {b: sorted(r.protocol for r in records if r.backbone == b)
                    for b in ("mobilenetv2_100.packaged_in1k", "raw-pixels")}
     # LEEP and NCE read a source classifier, which raw pixels do not have
-    assert by_backbone == {"mobilenetv2_100.packaged_in1k": ["hscore", "hscore-shrinkage", "leep", "logme", "nce",
-                                                             "nleep"],
-                           "raw-pixels": ["hscore", "hscore-shrinkage", "logme", "nleep"]}
+    assert by_backbone == {"mobilenetv2_100.packaged_in1k": ["alpha-req", "hscore", "hscore-shrinkage", "leep", "logme",
+                                                             "nc1", "nce", "nleep", "rankme"],
+                           "raw-pixels": ["alpha-req", "hscore", "hscore-shrinkage", "logme", "nc1", "nleep", "rankme"]}
     assert "logme (higher = should transfer better)" in stdout
 
 

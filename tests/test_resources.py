@@ -48,7 +48,7 @@ def test_a_file_of_that_name_in_the_working_directory_wins(tmp_path, monkeypatch
 
 def test_unknown_config_name_is_one_line_naming_the_packaged_ones(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
-    packaged = r"\['eval-offline', 'finetune-offline', 'quickstart'\]"
+    packaged = r"\['audio', 'eval-offline', 'finetune-offline', 'quickstart'\]"
     with pytest.raises(ConfigError, match=rf"'quickstar' not found.*{packaged}"):
         find_config("quickstar")
     assert main(["run", "quickstar"]) == 2
