@@ -14,7 +14,6 @@ from typing import Any
 
 import numpy as np
 import torch
-import yaml
 
 from unirep.errors import ConfigError
 
@@ -22,23 +21,11 @@ SECTIONS = ("prototype",)
 
 
 def section_items(items: list[str]) -> tuple[dict[str, dict[str, Any]], list[str]]:
-    """`prototype.key=value` items as {"prototype": {key: value}} (values parsed as YAML), and the other items."""
-    settings: dict[str, dict[str, Any]] = {}
-    rest = []
-    for item in items:
-        key, _, value = item.partition("=")
-        section, _, setting = key.strip().partition(".")
-        if section in SECTIONS:
-            if not setting:
-                raise ConfigError(f"{item!r}: a {section} setting is written {section}.KEY=VALUE")
-            try:
-                parsed = yaml.safe_load(value) if value.strip() else None
-            except yaml.YAMLError:
-                parsed = value
-            settings.setdefault(section, {})[setting] = parsed
-        else:
-            rest.append(item)
-    return settings, rest
+    """`prototype.key=value` items as {"prototype": {key: value}} (values parsed as YAML), and the other items:
+    `unirep inspect`'s parser of section settings, with this command's one section."""
+    from unirep.commands.inspect import section_overrides
+
+    return section_overrides(items, list(SECTIONS))
 
 
 @dataclass
