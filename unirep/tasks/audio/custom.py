@@ -25,7 +25,6 @@ few clips are refused in one line; unreadable or empty audio files are refused, 
 
 from __future__ import annotations
 
-import csv
 import dataclasses
 from pathlib import Path
 
@@ -103,24 +102,11 @@ def _folder_rows(root: Path) -> list[tuple[Path, str, str | None, str]]:
 
 
 def _csv_rows(table: Path, root: Path | None) -> list[tuple[Path, str, str | None, str]]:
-    if not table.is_file():
-        raise DataError(f"CSV {table} does not exist; fix data.csv in the task card")
-    root = root or table.parent
-    with open(table, encoding="utf-8", newline="") as handle:
-        reader = csv.DictReader(handle)
-        columns = [c.strip() for c in reader.fieldnames or []]
-        if columns[:2] != ["path", "label"] or not set(columns) <= {"path", "label", "split"}:
-            raise DataError(f"{table}: the header must be path,label or path,label,split, got {','.join(columns)}")
-        reader.fieldnames = columns
-        rows = []
-        for line, record in enumerate(reader, start=2):
-            file, label = (record.get("path") or "").strip(), (record.get("label") or "").strip()
-            if not file or not label:
-                raise DataError(f"{table} row {line}: empty path or label")
-            rows.append((root / file, label, (record.get("split") or "").strip() or None, f"{table.name} row {line}"))
-    if not rows:
-        raise DataError(f"{table} lists no clips")
-    return rows
+    """The image CSV card's reader (header path,label[,split]; paths relative to `root`, default the CSV's folder)."""
+    from unirep.tasks.custom import read_csv_rows
+
+    rows = read_csv_rows({"csv": str(table), "root": str(root) if root else None})
+    return [(row.path, row.label, row.split, row.where) for row in rows]
 
 
 class CustomAudioTask(AudioTask):
