@@ -33,10 +33,8 @@ Example:
 
 from __future__ import annotations
 
-import csv
 import dataclasses
 import os
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -48,7 +46,7 @@ from unirep.fileio import atomic_write_json, sha256_file, sha256_json
 from unirep.registry import Registry
 from unirep.tasks import TASKS, _import_adapters
 from unirep.tasks.base import SPLITS, ImageSet, SplitManifest, Task, TaskCard, register_card
-from unirep.tasks.card_fields import LABEL_METRICS, checked_card_fields
+from unirep.tasks.card_fields import LABEL_METRICS, Row, checked_card_fields, read_csv_rows
 
 ENV_TASK_DIRS = "UNIREP_TASK_DIRS"
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
@@ -56,16 +54,6 @@ CARD_KEYS = {"name", "description", "classes", "metric", "seed", "source", "lice
              "data"}
 DATA_KEYS = {"format", "root", "csv", "val_fraction", "test_fraction", "min_per_class", "manifest"}
 MAX_LISTED = 5  # offending rows named in one error line
-
-
-@dataclass(frozen=True)
-class Row:
-    """One example as declared: `where` names it for errors (e.g. "labels.csv row 7" or the file path)."""
-
-    path: Path
-    label: str
-    split: str | None
-    where: str
 
 
 FORMATS: Registry = Registry("custom task format")
@@ -94,28 +82,9 @@ def _class_tree(folder: Path, split: str | None) -> list[Row]:
 
 
 @FORMATS.register("csv")
-def read_csv_rows(data: dict) -> list[Row]:
+def read_csv(data: dict) -> list[Row]:
     """A CSV with header path,label[,split]; paths relative to data.root (default: the CSV's folder)."""
-    table = Path(data["csv"])
-    if not table.is_file():
-        raise DataError(f"CSV {table} does not exist; fix data.csv in the task card")
-    root = Path(data.get("root") or table.parent)
-    with open(table, encoding="utf-8", newline="") as handle:
-        reader = csv.DictReader(handle)
-        columns = [c.strip() for c in reader.fieldnames or []]
-        if columns[:2] != ["path", "label"] or not set(columns) <= {"path", "label", "split"}:
-            raise DataError(f"{table}: the header must be path,label or path,label,split, got {','.join(columns)}")
-        reader.fieldnames = columns
-        rows = []
-        for line, record in enumerate(reader, start=2):
-            path, label = (record.get("path") or "").strip(), (record.get("label") or "").strip()
-            if not path or not label:
-                raise DataError(f"{table} row {line}: empty path or label")
-            split = (record.get("split") or "").strip() or None
-            rows.append(Row(root / path, label, split, f"{table.name} row {line}"))
-    if not rows:
-        raise DataError(f"{table} lists no examples")
-    return rows
+    return read_csv_rows(data)
 
 
 # --- cards ---------------------------------------------------------------------------------------------------

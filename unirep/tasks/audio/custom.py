@@ -36,7 +36,7 @@ from unirep.errors import ConfigError, DataError
 from unirep.fileio import atomic_write_json, sha256_file, sha256_json
 from unirep.tasks.audio.base import AudioExamples, AudioTask
 from unirep.tasks.base import SPLITS, ImageSet, SplitManifest, TaskCard
-from unirep.tasks.card_fields import LABEL_METRICS, checked_card_fields
+from unirep.tasks.card_fields import LABEL_METRICS, checked_card_fields, read_csv_rows
 
 AUDIO_FORMATS = ("audiofolder", "audio-csv")
 CARD_KEYS = {"name", "description", "classes", "metric", "seed", "source", "licence", "split", "suites", "provides",
@@ -103,8 +103,6 @@ def _folder_rows(root: Path) -> list[tuple[Path, str, str | None, str]]:
 
 def _csv_rows(table: Path, root: Path | None) -> list[tuple[Path, str, str | None, str]]:
     """The image CSV card's reader (header path,label[,split]; paths relative to `root`, default the CSV's folder)."""
-    from unirep.tasks.custom import read_csv_rows
-
     rows = read_csv_rows({"csv": str(table), "root": str(root) if root else None})
     return [(row.path, row.label, row.split, row.where) for row in rows]
 
