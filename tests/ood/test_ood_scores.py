@@ -13,6 +13,7 @@ from pytorch_ood.detector import ASH, GEN, KNN, RMD, EnergyBased, Entropy, Mahal
 from scipy.special import softmax
 
 from unirep.ood import SCORES, FitData, LinearHead, ScoreNotApplicable, create_score, list_scores, ood_metrics
+from unirep.ood.gaussian_scores import Whitening
 from unirep.ood.run import select_and_setup
 from unirep.probes.linear import LinearProbe
 
@@ -146,6 +147,44 @@ def test_rmds_matches_pytorch_ood_and_the_direct_formula(score_data, float64_def
                    for m in means) for x in score_data.ood.astype(float)]
     np.testing.assert_allclose(got, direct, rtol=1e-6, atol=1e-7 * np.abs(direct).max())
     assert not np.allclose(got, ours("mahalanobis", score_data, score_data.ood))
+    assert create_score("rmds").setup(score_data.fit).woodbury_  # the Cholesky + Woodbury path was the one tested
+
+
+def test_rmds_on_rank_deficient_features_takes_both_pseudo_inverses(score_data):
+    # Repeated columns (as grey images' three equal channels): the tied covariance is singular, Woodbury does not
+    # hold for pseudo-inverses, and the background Gaussian's pinv is taken on its own. Direct formula with pinvs.
+    def doubled(x):
+        return np.concatenate([x, x[:, :10]], axis=1)
+
+    fit = FitData(doubled(score_data.train), score_data.train_labels, None)
+    score = create_score("rmds").setup(fit)
+    assert not score.woodbury_ and not score.whitening_.invertible
+    ood = doubled(score_data.ood).astype(float)
+    train = doubled(score_data.train).astype(float)
+    means = [train[score_data.train_labels == c].mean(axis=0) for c in range(6)]
+    centred = np.concatenate([train[score_data.train_labels == c] - means[c] for c in range(6)])
+    tied, background = np.linalg.pinv(centred.T @ centred / len(train)), np.linalg.pinv(np.cov(train.T, bias=True))
+    mu0 = train.mean(axis=0)
+    direct = [-min((x - m) @ tied @ (x - m) - (x - mu0) @ background @ (x - mu0) for m in means) for x in ood]
+    got = score.score(ood, None)
+    np.testing.assert_allclose(got, direct, rtol=1e-5, atol=1e-6 * np.abs(direct).max())
+    maha = [-min((x - m) @ tied @ (x - m) for m in means) for x in ood]
+    np.testing.assert_allclose(create_score("mahalanobis").setup(fit).score(ood, None), maha, rtol=1e-5,
+                               atol=1e-6 * np.abs(maha).max())
+
+
+@pytest.mark.parametrize("rank_deficient", [False, True])
+def test_whitening_reproduces_the_pseudo_inverse_quadratic_forms(rank_deficient):
+    rng = np.random.default_rng(3)
+    factor = rng.normal(size=(12, 8 if rank_deficient else 12))
+    covariance = factor @ factor.T / 12
+    whitening = Whitening.of(covariance)
+    assert whitening.invertible is not rank_deficient
+    x, y = rng.normal(size=(5, 12)), rng.normal(size=(3, 12))
+    pinv = np.linalg.pinv(covariance, hermitian=True)
+    zx, zy = whitening.apply(x), whitening.apply(y)
+    np.testing.assert_allclose(whitening.quadratic(zx), np.einsum("ij,jk,ik->i", x, pinv, x), rtol=1e-9)
+    np.testing.assert_allclose(whitening.cross(zx, zy), x @ pinv @ y.T, rtol=1e-9, atol=1e-9)
 
 
 def class_gaussians(data) -> tuple[list[np.ndarray], np.ndarray]:

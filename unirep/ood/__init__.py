@@ -10,7 +10,7 @@ Example:
 """
 
 # Imported to register their scores: the fitted ones, and CLIP's MCM / GL-MCM; scores.py holds the logit ones.
-from unirep.ood import clip_scores, feature_scores  # noqa: F401
+from unirep.ood import clip_scores, feature_scores, gaussian_scores  # noqa: F401
 from unirep.ood.benchmarks import OodBenchmark, create_benchmark, list_benchmarks, load_benchmark_card
 from unirep.ood.metrics import CONVENTIONS, ood_metrics
 from unirep.ood.scores import SCORES, FitData, LinearHead, OodScore, ScoreNotApplicable, register_score

@@ -1,7 +1,6 @@
-"""Scores that fit statistics of the ID training features: ReAct, ASH, ViM (which also read the head), and the
-feature-only Mahalanobis, RMDS and kNN. Definitions: shared/PROTOCOLS.md ("Post-hoc OoD detection"); each class
-names its paper. Covariances are inverted in float64 with a pseudo-inverse, since backbone features are often
-rank-deficient (raw pixels of grey images repeat one channel three times)."""
+"""Scores that fit statistics of the ID training features: ReAct, ASH, ViM (which also read the head) and the
+feature-only kNN; Mahalanobis and RMDS are in unirep.ood.gaussian_scores. Definitions: shared/PROTOCOLS.md
+("Post-hoc OoD detection"); each class names its paper."""
 
 from __future__ import annotations
 
@@ -17,10 +16,6 @@ PINV_RCOND = 1e-6  # singular values below this share of the largest count as ze
 
 def _energy(logits: np.ndarray) -> np.ndarray:
     return logsumexp(logits, axis=1)
-
-
-def _pinv_hermitian(matrix: np.ndarray) -> np.ndarray:
-    return np.linalg.pinv(matrix, hermitian=True)
 
 
 @register_score("react", paper="Sun, Guo & Li, NeurIPS 2021 (ReAct): features clipped at the p-th percentile of ID "
@@ -111,21 +106,23 @@ class VirtualLogitMatching(OodScore):
         # to every class changes no probability, and the penalty picks the zero-sum solution). Its last singular value
         # is solver noise (~1e-11 of the largest here), which an exact pinv amplifies into the origin; cut it.
         self.origin_ = -np.linalg.pinv(self.head.weight, rcond=PINV_RCOND) @ self.head.bias
-        if "vim" not in train.memo:  # one eigendecomposition serves every candidate d
+        if "vim" not in train.memo:  # one eigendecomposition (and one centred copy) serves every candidate d
             train.memo["vim"] = _second_moment_basis(train.features, self.origin_)
-        self.mean_, vectors = train.memo["vim"]
+        self.mean_, vectors, centred = train.memo["vim"]
         dim = train.features.shape[1]
         self.dim_ = self.principal_dim(dim)
         self.residual_basis_ = np.ascontiguousarray(vectors[:, : dim - self.dim_], dtype=np.float32)
         self.offset_residual_ = (self.mean_ - self.origin_) @ vectors[:, : dim - self.dim_]
-        residual = self.residual_norms(train.features)
+        residual = self.centred_residual_norms(centred)
         self.alpha_ = float(self.head.logits(train.features).max(axis=1).mean() / residual.mean())
         return self
 
     def residual_norms(self, features: np.ndarray) -> np.ndarray:
         """||R'(f - u)||, R the residual basis: the product in float32 on mean-centred features (its size is the
         features', not the offset's), the offset's part (mean - u)'R added in float64."""
-        centred = np.asarray(features, np.float32) - self.mean_.astype(np.float32)
+        return self.centred_residual_norms(np.asarray(features, np.float32) - self.mean_.astype(np.float32))
+
+    def centred_residual_norms(self, centred: np.ndarray) -> np.ndarray:
         return np.linalg.norm((centred @ self.residual_basis_).astype(np.float64) + self.offset_residual_, axis=1)
 
     def principal_dim(self, feature_dim: int) -> int:
@@ -135,8 +132,9 @@ class VirtualLogitMatching(OodScore):
         return _energy(self.head.logits(features)) - self.alpha_ * self.residual_norms(features)
 
 
-def _second_moment_basis(features: np.ndarray, origin: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """The train mean and the eigenvectors (ascending eigenvalues, float64) of the second moment of f - u,
+def _second_moment_basis(features: np.ndarray, origin: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The train mean, the eigenvectors (ascending eigenvalues, float64) of the second moment of f - u, and the
+    mean-centred float32 features (every candidate's alpha reads their residual norms). The second moment is
     (X - u)'(X - u) / n = (Xc'Xc + n (mean - u)(mean - u)') / n. Xc'Xc (mean-centred, so float32 keeps the
     small-variance directions ViM's residual lives in) is float32 BLAS, the rank-one term and eigh float64: ViM
     reads a subspace, not a distance, and pytorch-ood's ViM is float32 throughout."""
@@ -145,76 +143,7 @@ def _second_moment_basis(features: np.ndarray, origin: np.ndarray) -> tuple[np.n
     centred = x - mean.astype(np.float32)
     offset = mean - origin
     moment = ((centred.T @ centred).astype(np.float64) + len(x) * np.outer(offset, offset)) / len(x)
-    return mean, np.linalg.eigh(moment)[1]
-
-
-def _centred_gram(train: FitData) -> dict:
-    """Statistics of the ID train features that Mahalanobis, RMDS and ViM all derive their matrices from, computed
-    once per FitData (float64): the mean, the class means as offsets from it, the class counts and the Gram matrix
-    G = Xc'Xc of the mean-centred features. The one n x D^2 product is most of these scores' fitting time; every
-    covariance they need follows from G exactly (the tied one: G minus the between-class scatter)."""
-    if "centred-gram" not in train.memo:
-        centred = np.asarray(train.features).astype(np.float64)  # a fresh copy: centred in place below
-        mean = centred.mean(axis=0)
-        centred -= mean
-        classes, inverse, counts = np.unique(train.labels, return_inverse=True, return_counts=True)
-        members = sparse.csr_matrix((np.ones(len(centred)), (inverse, np.arange(len(centred)))),
-                                    shape=(len(classes), len(centred)))
-        train.memo["centred-gram"] = {"mean": mean, "offsets": np.asarray(members @ centred) / counts[:, None],
-                                      "counts": counts, "n": len(centred), "gram": centred.T @ centred}
-    return train.memo["centred-gram"]
-
-
-def _tied_precision(train: FitData) -> np.ndarray:
-    """The pseudo-inverse of the tied covariance (class-centred features), shared by Mahalanobis and RMDS."""
-    if "tied-precision" not in train.memo:
-        stats = _centred_gram(train)
-        between = (stats["offsets"] * stats["counts"][:, None]).T @ stats["offsets"]
-        train.memo["tied-precision"] = _pinv_hermitian((stats["gram"] - between) / stats["n"])
-    return train.memo["tied-precision"]
-
-
-class _GaussianScore(OodScore):
-    """Class means and one tied covariance of the class-centred ID train features."""
-
-    needs_head = False
-
-    def setup(self, train: FitData) -> _GaussianScore:
-        stats = _centred_gram(train)
-        self.mean_, self.offsets_ = stats["mean"], stats["offsets"]
-        self.precision_ = _tied_precision(train)
-        return self
-
-    def class_distances(self, features: np.ndarray) -> np.ndarray:
-        """(N, K) squared Mahalanobis distances to the class means, expanded around the train mean (where the
-        features are centred, so the expansion's three terms are of the size of the distances themselves)."""
-        x = np.asarray(features, np.float64) - self.mean_
-        projected = x @ self.precision_
-        offset_projected = self.offsets_ @ self.precision_
-        return ((projected * x).sum(axis=1)[:, None] - 2 * x @ offset_projected.T
-                + (offset_projected * self.offsets_).sum(axis=1)[None, :])
-
-
-@register_score("mahalanobis", paper="Lee et al., NeurIPS 2018: max over classes of -(f - mu_c)' S^-1 (f - mu_c), "
-                "S the tied covariance of class-centred train features (no input preprocessing)")
-class Mahalanobis(_GaussianScore):
-    def score(self, features, logits):
-        return -self.class_distances(features).min(axis=1)
-
-
-@register_score("rmds", paper="Ren et al., 2021 (relative Mahalanobis): max over classes of -(d_c(f) - d_0(f)), d_0 "
-                "the distance under one Gaussian fitted to all train features")
-class RelativeMahalanobis(_GaussianScore):
-    def setup(self, train: FitData) -> RelativeMahalanobis:
-        super().setup(train)
-        stats = _centred_gram(train)
-        self.global_precision_ = _pinv_hermitian(stats["gram"] / stats["n"])
-        return self
-
-    def score(self, features, logits):
-        centred = np.asarray(features, np.float64) - self.mean_
-        background = ((centred @ self.global_precision_) * centred).sum(axis=1)
-        return -(self.class_distances(features) - background[:, None]).min(axis=1)
+    return mean, np.linalg.eigh(moment)[1], centred
 
 
 @register_score("knn", paper="Sun et al., ICML 2022 (deep nearest neighbours): -distance of the L2-normalised "
