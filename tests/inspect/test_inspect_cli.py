@@ -100,6 +100,16 @@ def test_an_out_dir_that_cannot_be_written_is_refused(tmp_path, capsys):
     assert "output directory" in message and "not writable" in message and "--out" in message
 
 
+def test_task_and_out_are_required_and_backbone_options_may_come_first(tmp_path, capsys):
+    assert main(["inspect", MOBILENET]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "needs --task and --out" in err
+    # a per-backbone option before --task: located by prefix parsing, which must not stop at the missing --task
+    assert main(["inspect", "raw-pixels", "--input-size", "16", "--task", "sklearn-digts", "--out",
+                 str(tmp_path / "out")]) == 2
+    assert "did you mean sklearn-digits" in capsys.readouterr().err
+
+
 def test_list_sections_names_them_in_report_order(capsys):
     assert main(["list", "sections"]) == 0
     names = capsys.readouterr().out.split()
