@@ -240,3 +240,23 @@ def test_path_prediction_lands_closer_to_the_next_minimiser(digits):
     assert distance["predicted"] < 0.5 * distance["previous"]
     # The previous solution already meets a loose tolerance at the next C: no evaluation is spent on a prediction.
     assert _path_prediction(problem, path, float(Cs[2]), solution, tol=1e3) is None
+
+
+def test_refit_problem_from_the_sweep_equals_a_direct_build(digits):
+    # The refit's problem is assembled from the sweep's (train moments combined with the val rows', the feature
+    # Gram moved to the train+val standardisation): it must be the problem a direct build on train+val gives,
+    # and its Gram X'X / n the one computed independently in float64. Offset features exercise the mean shift;
+    # digits' always-blank pixels the constant-column rule.
+    X_train, X_val = digits.X_train + np.float32(3.0), digits.X_val + np.float32(3.0)
+    X, y = np.concatenate([X_train, X_val]), np.concatenate([digits.y_train, digits.y_val])
+    classes, cpu = np.unique(y), torch.device("cpu")
+    train = _Problem.build(X_train, digits.y_train, classes, torch.float32, cpu)
+    train.preconditioner()
+    refit = _Problem.for_refit(train, train.standardise(X_val), X, y, torch.float32, cpu)
+    direct = _Problem.build(X, y, classes, torch.float32, cpu)
+    for name in ("mean", "scale", "X"):
+        torch.testing.assert_close(getattr(refit, name), getattr(direct, name), rtol=1e-6, atol=1e-5)
+    assert torch.equal(refit.y, direct.y)
+    standardised = direct.X.double().numpy()
+    np.testing.assert_allclose(refit.preconditioner().feature_gram.numpy(),
+                               standardised.T @ standardised / len(X), atol=1e-5)

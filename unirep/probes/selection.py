@@ -8,10 +8,10 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from unirep.metrics import Metric
 from unirep.probes.base import predictions_for_metric
+from unirep.probes.multinomial import linear
 
 
 def margin_errors(
@@ -24,8 +24,8 @@ def margin_errors(
     n_weights = n_classes * problem.X.shape[1]
     step = problem.preconditioner().start_solve(1.0 / (C * problem.X.shape[0])).inverse_at(theta)(grad)
     with torch.no_grad():
-        logits = F.linear(val_X, theta[:n_weights].view(n_classes, -1), theta[n_weights:])
-        moves = F.linear(val_X, step[:n_weights].view(n_classes, -1), step[n_weights:])
+        logits = linear(val_X, theta[:n_weights].view(n_classes, -1), theta[n_weights:])
+        moves = linear(val_X, step[:n_weights].view(n_classes, -1), step[n_weights:])
         top2 = logits.topk(2, dim=1)
         margins = (top2.values[:, 0] - top2.values[:, 1]).double()
         errors = (moves.gather(1, top2.indices[:, :1]) - moves.gather(1, top2.indices[:, 1:])).abs().squeeze(1)
