@@ -79,6 +79,16 @@ def locate_backbone_options(parser: argparse.ArgumentParser, argv: Sequence[str]
     setattr(args, COLLECTED, located)
 
 
+def require_options(args: argparse.Namespace, command: str, options: Sequence[str], example: str) -> None:
+    """Refuse, in one line, a command line without `options` (dests, e.g. ("task", "out")). Commands with backbone
+    options check their required options here, after parsing, instead of argparse's `required=True`:
+    `locate_backbone_options` parses prefixes of the command line, which a required option still to come would
+    abort."""
+    missing = [option for option in options if not getattr(args, option)]
+    if missing:
+        raise ConfigError(f"unirep {command} needs {' and '.join('--' + m for m in missing)} (e.g. `{example}`)")
+
+
 def backbone_entries(items: Sequence[str], located: Sequence[tuple[int, str, Any]],
                      config_has_backbones: bool = False) -> list[Any]:
     """The backbone names among `items` (key=value overrides excluded), as mappings where options set fields.

@@ -12,8 +12,7 @@ from __future__ import annotations
 import argparse
 
 from unirep.commands import Command, register_command
-from unirep.commands.backbone_options import add_backbone_options
-from unirep.errors import ConfigError
+from unirep.commands.backbone_options import add_backbone_options, require_options
 
 
 @register_command("explain")
@@ -27,8 +26,7 @@ class ExplainCommand(Command):
         parser.add_argument("items", nargs="*", metavar="BACKBONE|KEY=VALUE",
                             help="the backbone (for a detection task: the detector) and key=value eval settings "
                                  "(max_input_size=64, cache_dir=...)")
-        # --task and --out are checked in `run`, not by argparse: per-backbone options (--input-size) are located by
-        # parsing prefixes of the command line, which a required option missing from the prefix would abort.
+        # --task and --out are required, checked in `run` (backbone_options.require_options), not by argparse.
         parser.add_argument("--task", help="the task (see `unirep list tasks`); required")
         parser.add_argument("--examples", default="first:8", metavar="IDS|first:N",
                             help="test examples to explain: ids (comma-separated) or first:N")
@@ -48,10 +46,8 @@ class ExplainCommand(Command):
         from unirep.tasks import create_task
         from unirep.tasks.custom import add_task_card
 
-        missing = [option for option in ("task", "out") if not getattr(args, option)]
-        if missing:
-            raise ConfigError(f"unirep explain needs {' and '.join('--' + m for m in missing)} (e.g. `unirep explain "
-                              "BACKBONE --task sklearn-digits --protocol knn --out runs/explain`)")
+        require_options(args, "explain", ("task", "out"),
+                        "unirep explain BACKBONE --task sklearn-digits --protocol knn --out runs/explain")
         for card in args.task_card:
             add_task_card(card)
         task = create_task(args.task)  # an unknown name: one line with close names

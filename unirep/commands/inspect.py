@@ -21,6 +21,7 @@ from unirep.commands.backbone_options import (
     backbone_entries,
     in_command_line_order,
     refuse_backbone_keys,
+    require_options,
 )
 from unirep.errors import ConfigError
 
@@ -78,8 +79,7 @@ class InspectCommand(Command):
                             help="one or two backbones (as for `unirep eval`) and key=value settings: eval settings "
                                  "(max_input_size=64, linear.n_c=10, cache_dir=...) or section settings "
                                  "(exemplars.top_k=8)")
-        # --task and --out are checked in `run`, not by argparse: per-backbone options (--input-size) are located by
-        # parsing prefixes of the command line, which a required option missing from the prefix would abort.
+        # --task and --out are required, checked in `run` (backbone_options.require_options), not by argparse.
         parser.add_argument("--task", help="the task (see `unirep list tasks`); required")
         parser.add_argument("--out", help="folder for report.html and inspect.json; required")
         parser.add_argument("--layers", nargs="+", metavar="LAYER",
@@ -113,10 +113,8 @@ class InspectCommand(Command):
         from unirep.tasks.custom import add_task_card
 
         start = time.perf_counter()
-        missing = [option for option in ("task", "out") if not getattr(args, option)]
-        if missing:
-            raise ConfigError(f"unirep inspect needs {' and '.join('--' + m for m in missing)} (e.g. `unirep inspect "
-                              "BACKBONE --task sklearn-digits --out runs/inspect`)")
+        require_options(args, "inspect", ("task", "out"),
+                        "unirep inspect BACKBONE --task sklearn-digits --out runs/inspect")
         for card in args.task_card:
             add_task_card(card)
         layers, layer_items = _split_words(args.layers)

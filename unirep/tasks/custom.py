@@ -81,10 +81,7 @@ def _class_tree(folder: Path, split: str | None) -> list[Row]:
     return rows
 
 
-@FORMATS.register("csv")
-def read_csv(data: dict) -> list[Row]:
-    """A CSV with header path,label[,split]; paths relative to data.root (default: the CSV's folder)."""
-    return read_csv_rows(data)
+FORMATS.add("csv", read_csv_rows)  # header path,label[,split]; the reader audio CSV cards share (card_fields)
 
 
 # --- cards ---------------------------------------------------------------------------------------------------
