@@ -99,9 +99,7 @@ def input_pixels(images: ImageSet, source: Backbone, batch_size: int = 256) -> t
     (resize + centre crop; a set marked `whole_image`, such as spectrograms, resized whole without the crop)."""
     from unirep.features import image_batches
 
-    config = source.data_config
-    if getattr(images, "whole_image", False):
-        config = config.with_overrides(crop_pct=1.0)
+    config = source.data_config  # image_batches itself drops the crop for whole_image sets
     if len(images) == 0:
         return torch.zeros((0, 3, config.input_size, config.input_size), dtype=torch.uint8)
     return torch.cat(list(image_batches(images, config, batch_size)))

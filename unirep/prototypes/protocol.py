@@ -54,14 +54,6 @@ def settings_from_dict(given: dict) -> PrototypeSettings:
     return settings
 
 
-def subset_like(images: ImageSet, indices: np.ndarray) -> ImageSet:
-    """`images.subset(indices)`, keeping whether the set is resized whole (`whole_image`)."""
-    subset = images.subset(indices)
-    if getattr(images, "whole_image", False):
-        subset.whole_image = True
-    return subset
-
-
 @functools.lru_cache(maxsize=8)
 def _task(name: str):
     from unirep.tasks import create_task
@@ -126,9 +118,7 @@ class PrototypeProtocol(Protocol):
         faithfulness: dict = {}
 
         def predict(images: ImageSet) -> np.ndarray:
-            # The sealed split hands over a plain ImageSet: keep how the task's images are prepared (spectrograms
-            # are resized whole, never centre-cropped), or the test maps would not be the train maps' kind.
-            images.whole_image = getattr(data.train, "whole_image", False)
+            # (the sealed split's unlabelled set keeps `whole_image`, so test maps are prepared as the train maps)
             # kept in memory only (labels hidden, never cached under the split's key): the seeds and the band
             # variant of one run share one forward pass over the test images
             maps = _maps(source, images, "test (unlabelled)", extraction, None, None).maps
@@ -137,7 +127,7 @@ class PrototypeProtocol(Protocol):
             if settings.faithfulness_images:  # needs no label: the predicted class's score under masking
                 started = time.perf_counter()
                 count = min(settings.faithfulness_images, len(images))
-                pixels = input_pixels(subset_like(images, np.arange(count)), source)
+                pixels = input_pixels(images.subset(np.arange(count)), source)  # subsets keep whole_image
                 check = masking_check(PrototypeClassifier(source, fitted.head), pixels,
                                       random_draws=settings.faithfulness_draws, seed=seed)
                 faithfulness.update(summary=check["summary"], settings=check["settings"],
