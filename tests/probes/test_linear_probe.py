@@ -14,15 +14,10 @@ from sklearn.preprocessing import StandardScaler
 
 from unirep.errors import ConfigError, DataError
 from unirep.metrics import Metric
-from unirep.probes import FeatureSplit, create_probe, linear
-from unirep.probes.linear import (
-    DEFAULT_CS,
-    LinearProbe,
-    _KroneckerPreconditioner,
-    _path_prediction,
-    _Problem,
-    _Solution,
-)
+from unirep.probes import FeatureSplit, create_probe, linear_problem
+from unirep.probes.linear import DEFAULT_CS, LinearProbe
+from unirep.probes.linear_problem import _KroneckerPreconditioner, _Problem
+from unirep.probes.linear_solution import _path_prediction, _Solution
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -201,7 +196,7 @@ def test_preconditioner_falls_back_to_float64_when_float32_eigh_fails(digits, mo
 def test_kronecker_preconditioner_is_the_inverse_of_its_curvature(digits, monkeypatch):
     # Independent dense construction: M = S (x) G + l2 I on the row-major weights, S from the softmax at theta.
     # Eigendecompositions in float64 to compare to ~1e-6 (float32 ones, the default, are enough to precondition).
-    monkeypatch.setattr(linear, "EIGH_DTYPE", torch.float64)
+    monkeypatch.setattr(linear_problem, "EIGH_DTYPE", torch.float64)
     problem = _Problem.build(digits.X_train, digits.y_train, np.unique(digits.y_train), torch.float64,
                              torch.device("cpu"))
     n_classes, dim = 10, problem.X.shape[1]

@@ -19,8 +19,10 @@ solution, or, when that is better, from the straight-line extrapolation (in log 
 (`_path_prediction`), which halved the iterations of both benchmark problems. Each solve is L-BFGS
 preconditioned with a Kronecker-factored curvature (`_KroneckerPreconditioner`): backbone features are strongly
 correlated and many-class problems couple the classes, which makes large-C problems badly conditioned for plain
-L-BFGS (sklearn's solver). With fewer training examples than dimensions the build (a D x D eigendecomposition)
-costs more than it saves, so by default only problems with n >= D are preconditioned.
+L-BFGS (sklearn's solver). With fewer training examples than dimensions (n < D), the problem is solved in the
+span of the training rows (`row_space`, `unirep.probes.linear_problem._Problem`): the same minimiser, with n
+coordinates instead of D, so evaluations and the preconditioner (an n x n eigendecomposition) follow the smaller
+of n and D; every problem is then preconditioned by default.
 
 Selection that float32 noise cannot flip (`reselect_margin`, `reselect_tol`). Val accuracy is a step function
 of the weights, and a solve stopped at the loose `tol` lands wherever its L-BFGS path happens to stop: features
@@ -40,7 +42,10 @@ choice is therefore made on the exact minimisers' val scores, as far as they can
    (M^-1 g, the solver's Kronecker-factored curvature at the solution) could still flip on the way to the
    minimiser, or on another machine. At moderate C none is uncertain and the score is the exact minimiser's;
    at very large C on separable data (where no solver gets near the minimiser) most are, so those Cs cannot
-   win on a score that is an artefact of where their solve stopped. A solve stops as soon as none is uncertain;
+   win on a score that is an artefact of where their solve stopped. Every re-solve runs to `reselect_tol`: an
+   earlier stop as soon as no val prediction looked uncertain (this estimate, checked during the solve) chose
+   differently along two solver paths to the same minimisers (EfficientNet-Lite0 on textile-defects: C 5.62 vs
+   1, a val example apart at C 3.16 and 5.62, both "certain"), which solving on to the tolerance did not;
 4. the choice is the best such score; exact ties go to the smallest C (the strongest regularisation among
    settings the val data cannot tell apart: the simplest model, and the base rule of every probe);
 5. the refit on train+val at that C is solved to `reselect_tol` too, from the selected tight solution, so the
@@ -65,21 +70,20 @@ re-solved Cs' scores of step 3 and the loose ones elsewhere.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from unirep.config import LinearProbeConfig
 from unirep.errors import ConfigError, DataError
 from unirep.metrics import Metric
 from unirep.probes import register_probe
-from unirep.probes.base import FeatureSplit, Probe, ProbeInputError, SweepPoint, predictions_for_metric
+from unirep.probes.base import FeatureSplit, Probe, SweepPoint, predictions_for_metric
 from unirep.probes.lbfgs import minimize_lbfgs
+from unirep.probes.linear_problem import _as_tensor, _Problem
 from unirep.probes.linear_solution import _path_prediction, _release_curvature, _Solution
-from unirep.probes.multinomial import linear, matmul_into, multinomial_objective
+from unirep.probes.multinomial import blas_threads_only, linear, multinomial_objective
 from unirep.probes.selection import certified_score, margin_errors, one_example_points
 from unirep.runtime import resolve_device
 
@@ -95,9 +99,6 @@ def c_grid(min_exp: float, max_exp: float, n: int) -> np.ndarray:
 # Kornblith et al. 2019 / ssl-transfer: 10^linspace(-6, 5, 45), the `linear` section's defaults.
 DEFAULT_CS = c_grid(LinearProbeConfig.c_min_exp, LinearProbeConfig.c_max_exp, LinearProbeConfig.n_c)
 _DTYPES = {"float32": torch.float32, "float64": torch.float64}
-# float64 gave the same iteration counts on raw pixels (D = 3072), 1.3x slower; it is the fallback when float32
-# fails (`_eigh_with_fallback`).
-EIGH_DTYPE = torch.float32
 _SCORE_CHUNK = 65536  # rows per matmul when scoring, to bound memory on large test sets
 TIE_RULE = "smallest C"  # among equal tight val scores: the strongest regularisation (Probe.select keeps the first)
 # Relative objective resolution below which tight solves judge steps by their slope (Hager & Zhang's 1e-6).
@@ -110,8 +111,6 @@ UNCERTAINTY_FACTOR = 10.0
 # and the carried pairs 61-200 (400: no fewer).
 TIGHT_HISTORY = 200
 TIGHT_HISTORY_BYTES = 512 * 2**20
-# Relative spread below which a feature column is a constant up to float32 rounding (`_Problem.build`).
-FLOAT32_SPREAD = 1e-5
 
 
 @register_probe("linear")
@@ -128,11 +127,14 @@ class LinearProbe(Probe):
         dtype: "float32" (default; test accuracy within 0.5 pt of sklearn's float64 fit, checked in
             tests/probes/test_linear_probe.py; losses are summed in float64) or "float64".
         device: "cpu" (default), "cuda", "cuda:N" or "auto".
-        precondition: "auto" (default): start L-BFGS from the curvature preconditioner when the training set
-            has at least as many examples as dimensions; True: always; False: never (plain L-BFGS as in sklearn,
-            useful for comparisons). The minimiser is the same either way. Why "auto": its D x D eigendecomposition
-            is paid once per problem; full sweeps on raw pixels (D = 3072) took 10.9 s with it and 3.5 s without
-            at n = 768, but 18.3 s with and 31.9 s without at n = 5000.
+        precondition: "auto" (default): start L-BFGS from the curvature preconditioner when the problem has at
+            least as many examples as coordinates (always with `row_space`); True: always; False: never (plain
+            L-BFGS as in sklearn, useful for comparisons). The minimiser is the same either way. Why "auto": its
+            dim x dim eigendecomposition is paid once per problem; full sweeps on raw pixels (D = 3072) took 10.9 s
+            with it and 3.5 s without at n = 768 in the standardised space, but 18.3 s with and 31.9 s without at
+            n = 5000.
+        row_space: with fewer examples than dimensions, solve in the span of the fitting rows (module
+            docstring; the same minimiser). Default True; False: in the standardised space (for comparisons).
         patience: early stop of the sweep: stop once this many consecutive Cs each scored strictly below the
             best val score so far. None (default) sweeps every C. Val accuracy along the C path usually rises
             then falls, and the large-C end is where L-BFGS is slowest; a patience of 8 (two decades of the
@@ -166,6 +168,7 @@ class LinearProbe(Probe):
         precondition: bool | str = "auto",
         reselect_margin: int | None = 2,
         reselect_tol: float = 1e-7,
+        row_space: bool = True,
     ):
         self.C = C
         self.Cs = Cs
@@ -178,6 +181,7 @@ class LinearProbe(Probe):
         self.precondition = precondition
         self.reselect_margin = reselect_margin
         self.reselect_tol = reselect_tol
+        self.row_space = row_space
 
     def _decision_scores(self, X: np.ndarray) -> np.ndarray:
         """(N, classes) logits."""
@@ -196,7 +200,8 @@ class LinearProbe(Probe):
         self._reselected: list[float] | None = None
         self.uncertain_val_: dict[float, int] = {}
         try:
-            super().select(train, val, metric)
+            with blas_threads_only(self._device()):
+                super().select(train, val, metric)
         finally:
             self.__dict__.pop("_refit_source", None)  # set by _sweep for the refit; never kept on the probe
         if self._reselected is not None:
@@ -206,11 +211,15 @@ class LinearProbe(Probe):
         return self
 
     def _fit(self, X: np.ndarray, y: np.ndarray, params: dict, warm_start: _Solution | None) -> LinearProbe:
+        with blas_threads_only(self._device()):
+            return self._fit_on_device(X, y, params, warm_start)
+
+    def _fit_on_device(self, X: np.ndarray, y: np.ndarray, params: dict, warm_start: _Solution | None) -> LinearProbe:
         source = self.__dict__.pop("_refit_source", None)  # select's sweep problem and val features, if any
         if warm_start is not None and source is not None and len(X) == source[0].X.shape[0] + len(source[1]):
-            problem = _Problem.for_refit(*source, X, y, self._torch_dtype(), self._device())
+            problem = _Problem.for_refit(*source, X, y, self._torch_dtype(), self._device(), self.row_space)
         else:
-            problem = _Problem.build(X, y, np.unique(y), self._torch_dtype(), self._device())
+            problem = _Problem.build(X, y, np.unique(y), self._torch_dtype(), self._device(), row_space=self.row_space)
         start = warm_start.restandardised(problem) if warm_start is not None else _Solution.zeros(problem)
         tight = warm_start is not None and warm_start.tight  # a tight selection is refitted tightly
         solution, n_iter = self._solve(problem, start, params["C"], tight=tight)
@@ -220,7 +229,8 @@ class LinearProbe(Probe):
     def _sweep(self, train: FeatureSplit, val: FeatureSplit, metric: Metric) -> list[SweepPoint]:
         """Solve every C (ascending, warm-started along the path) on train and score each on val."""
         self._check_settings()
-        problem = _Problem.build(train.X, train.y, np.unique(train.y), self._torch_dtype(), self._device())
+        problem = _Problem.build(train.X, train.y, np.unique(train.y), self._torch_dtype(), self._device(),
+                                 row_space=self.row_space)
         val_X = problem.standardise(val.X)
         solution = _Solution.zeros(problem)
         path: list[tuple[float, _Solution]] = []  # (log C, solution) of the solves that moved the weights
@@ -275,8 +285,7 @@ class LinearProbe(Probe):
             for i in todo:
                 C = float(points[i].params["C"])
                 start = points[i].warm_start if donor is None else points[i].warm_start.borrowing_curvature(donor)
-                solution, n_iter = self._solve(problem, start, C, tight=True,
-                                               done=self._certain_on_val(problem, val_X, C))
+                solution, n_iter = self._solve(problem, start, C, tight=True)
                 self.sweep_n_iter_[C] += n_iter
                 tight[i], uncertain = self._certify(problem, val_X, val, metric, solution, C)
                 if uncertain == 0:
@@ -295,26 +304,6 @@ class LinearProbe(Probe):
         chosen = max(range(len(points)), key=lambda j: (points[j].score, -j))  # Probe.select's choice
         _release_curvature(points, tight, keep=(chosen,))  # the refit's start keeps its pairs
         return sorted(float(points[i].params["C"]) for i in tight)
-
-    def _certain_on_val(
-        self, problem: _Problem, val_X: torch.Tensor, C: float
-    ) -> Callable[[torch.Tensor, torch.Tensor], bool]:
-        """A `done` test for a selection re-solve: no val prediction is uncertain (`margin_errors`), so the
-        minimiser's val score is known and solving on to `reselect_tol` would not change it. Checked once the
-        gradient is within 100x the tolerance (before, a Newton step moves many margins), then each time its
-        largest entry has halved since the last failed check (the error estimate shrinks with it; a check costs a
-        class-curvature build and two passes over val). Stopping later only gets closer to the minimiser."""
-        next_check = [100 * self.reselect_tol]
-
-        def certain(theta: torch.Tensor, grad: torch.Tensor) -> bool:
-            largest = float(grad.abs().max())
-            if largest > next_check[0]:
-                return False
-            margins, errors = margin_errors(problem, val_X, theta, grad, C)
-            next_check[0] = largest / 2
-            return bool((margins > UNCERTAINTY_FACTOR * errors).all())
-
-        return certain
 
     def _certify(
         self, problem: _Problem, val_X: torch.Tensor, val: FeatureSplit, metric: Metric, solution: _Solution,
@@ -339,10 +328,9 @@ class LinearProbe(Probe):
 
     def _solve(
         self, problem: _Problem, start: _Solution, C: float, tight: bool = False,
-        done: Callable[[torch.Tensor, torch.Tensor], bool] | None = None,
     ) -> tuple[_Solution, int]:
         """Minimise mean CE + ||W||^2 / (2 C n) from `start` with L-BFGS and a strong-Wolfe line search, to the
-        probe's `tol`, or with `tight` to `reselect_tol` past the objective's rounding (or until `done`)."""
+        probe's `tol`, or with `tight` to `reselect_tol` past the objective's rounding."""
         n_classes, dim = start.W.shape
         l2 = 1.0 / (C * problem.X.shape[0])
         pairs = start.curvature_pairs(l2)
@@ -352,7 +340,8 @@ class LinearProbe(Probe):
             max_iter=self.max_iter, tol=min(self.reselect_tol, self.tol) if tight else self.tol,
             history_size=self._tight_history(problem) if tight else self.history_size,
             preconditioner=problem.preconditioner().start_solve(l2) if self._preconditions(problem, tight) else None,
-            initial=start.objective_at(l2), f_noise=_TIGHT_F_NOISE if tight else 0.0, done=done, pairs=pairs,
+            initial=start.objective_at(l2), f_noise=_TIGHT_F_NOISE if tight else 0.0, pairs=pairs,
+            gradient_within=problem.gradient_within,
         )
         if not torch.isfinite(theta).all():
             raise DataError(f"linear probe diverged at C={C:g} (non-finite weights): check the features' scale")
@@ -372,7 +361,7 @@ class LinearProbe(Probe):
         self.classes_ = problem.classes
         self.mean_ = problem.mean.cpu().numpy()
         self.scale_ = problem.scale.cpu().numpy()
-        self.coef_ = solution.W.cpu().numpy()
+        self.coef_ = problem.lift(solution.W).cpu().numpy()  # in the standardised space (row space: W Q')
         self.intercept_ = solution.b.cpu().numpy()
         self.C_ = C
         self.n_iter_ = n_iter
@@ -403,197 +392,6 @@ class LinearProbe(Probe):
 
     def _device(self) -> torch.device:
         return resolve_device(self.device, setting="probe device")
-
-
-class _Problem:
-    """Standardised features, label indices and the standardisation, on the solver's device and dtype."""
-
-    def __init__(self, X: torch.Tensor, y: torch.Tensor, classes: np.ndarray, mean: torch.Tensor, scale: torch.Tensor):
-        self.X, self.y, self.classes, self.mean, self.scale = X, y, classes, mean, scale
-
-    @classmethod
-    def build(
-        cls, X: np.ndarray, y: np.ndarray, classes: np.ndarray, dtype: torch.dtype, device: torch.device,
-        moments: tuple[np.ndarray, np.ndarray] | None = None,
-    ) -> _Problem:
-        """The problem of fitting (X, y); `moments`: X's column (mean, variance) in float64 when already known."""
-        X = np.asarray(X)  # validated (N, D) finite features and (N,) labels: Probe.fit / select
-        if len(classes) < 2:
-            raise ProbeInputError(f"linear probe needs at least 2 classes in the fitting data, got {len(classes)} "
-                                  "class: give it labelled examples of every class of the task")
-        # Mean/std in float64 so float32 features with large offsets standardise exactly.
-        if moments is None:
-            moments = (X.mean(axis=0, dtype=np.float64), X.var(axis=0, dtype=np.float64))
-        mean64, scale64 = moments[0], np.sqrt(moments[1])
-        # Constant columns, and columns whose spread is float32 rounding of a constant (relative spread below 1e-5,
-        # ~80 float32 ulps): standardising those would blow rounding noise (another machine's) up to unit variance.
-        constant = scale64 < 10 * np.finfo(np.float64).eps * np.maximum(1.0, np.abs(mean64))
-        scale64[constant | (scale64 < FLOAT32_SPREAD * np.abs(mean64))] = 1.0
-        mean = torch.as_tensor(mean64, dtype=dtype, device=device)
-        scale = torch.as_tensor(scale64, dtype=dtype, device=device)
-        features = (_as_tensor(X, mean) - mean).div_(scale)
-        labels = torch.as_tensor(np.searchsorted(classes, y), dtype=torch.long, device=device)
-        problem = cls(features, labels, classes, mean, scale)
-        problem.moments = moments
-        return problem
-
-    @classmethod
-    def for_refit(
-        cls, train: _Problem, val_X: torch.Tensor, X: np.ndarray, y: np.ndarray, dtype: torch.dtype,
-        device: torch.device,
-    ) -> _Problem:
-        """The refit's problem on X = train rows then val rows, from what the sweep already computed: `train`'s
-        column moments combined with the val rows' (Chan et al.'s pairwise update, float64), and, where `train`
-        built its preconditioner, the feature Gram moved to the new standardisation from `train`'s and the val
-        rows' (`val_X`, standardised as `train`): a pass over the val rows instead of two over all (the Gram
-        alone is n * D^2; 0.5 of the gmm50k refit's 6 s). The same problem as `build` up to float64 rounding."""
-        n_train, n_val = train.X.shape[0], len(X) - train.X.shape[0]
-        val_rows = np.asarray(X)[n_train:]
-        train_mean, train_var = train.moments
-        val_mean, val_var = val_rows.mean(axis=0, dtype=np.float64), val_rows.var(axis=0, dtype=np.float64)
-        delta, n = val_mean - train_mean, n_train + n_val
-        moments = (train_mean + delta * (n_val / n),
-                   (n_train * train_var + n_val * val_var + delta**2 * (n_train * n_val / n)) / n)
-        problem = cls.build(X, y, train.classes, dtype, device, moments=moments)
-        if hasattr(train, "_preconditioner"):
-            problem._preconditioner = _KroneckerPreconditioner(problem, _moved_gram(train, val_X, problem))
-        return problem
-
-    def preconditioner(self) -> _KroneckerPreconditioner:
-        """The problem's L-BFGS preconditioner, shared by the solves of a sweep (built lazily)."""
-        if not hasattr(self, "_preconditioner"):
-            self._preconditioner = _KroneckerPreconditioner(self)
-        return self._preconditioner
-
-    def standardise(self, X: np.ndarray) -> torch.Tensor:
-        return (_as_tensor(np.asarray(X), self.mean) - self.mean).div_(self.scale)
-
-
-def _moved_gram(train: _Problem, val_X: torch.Tensor, problem: _Problem) -> torch.Tensor:
-    """`problem`'s feature Gram X'X / n from `train`'s and the val rows' (`val_X`, in `train`'s standardisation):
-    a row z of `train`'s space is ratio * (z + shift) in `problem`'s (ratio = scale / scale', shift = (mean -
-    mean') / scale), so X'X = diag(ratio) [Z'Z + V'V + s shift' + shift s' + n shift shift'] diag(ratio), s the
-    column sums of Z and V. In float64, then the solver's dtype."""
-    n_train, n = train.X.shape[0], problem.X.shape[0]
-    ratio = (train.scale / problem.scale).double()
-    shift = ((train.mean - problem.mean) / train.scale).double()
-    val_gram = matmul_into(val_X.T, val_X, val_X.new_empty(val_X.shape[1], val_X.shape[1])).double()
-    sums = train.X.sum(dim=0, dtype=torch.float64) + val_X.sum(dim=0, dtype=torch.float64)
-    gram = train.preconditioner().feature_gram.double() * n_train + val_gram
-    gram += torch.outer(sums, shift) + torch.outer(shift, sums) + n * torch.outer(shift, shift)
-    return (ratio[:, None] * gram * ratio[None, :] / n).to(problem.X.dtype)
-
-
-class _KroneckerPreconditioner:
-    """The initial inverse-Hessian estimate of the L-BFGS solves of one problem: v -> M^-1 v with
-
-        M = S (x) G + l2 * I   on the weights,   G = X'X / n,   S = mean_i (diag(p_i) - p_i p_i'),
-
-    the Kronecker-factored Gauss-Newton Hessian (the K-FAC approximation of a softmax layer): G couples the
-    features, S (classes x classes, from the softmax probabilities p_i at the iterate where it was built) couples
-    the classes. Applied through the eigendecompositions of both, M^-1 v costs two small matrix products per side.
-    The biases get 1 / mean(diag S).
-
-    Why: backbone features are strongly correlated, so at large C the objective is badly conditioned for plain
-    L-BFGS (sklearn's solver); starting from M cuts the iterations several-fold for the same minimiser (only
-    the path changes). It replaced a class-averaged form (every class's weights preconditioned by one
-    A = X' diag(w) X / n, rebuilt at n * D^2 each time), which ignores how the classes couple: with the path
-    prediction, the 100-class benchmark sweep takes 43 iterations with the Kronecker form against 48, the
-    10-class one 199-210 against 274, and a rebuild costs one logits pass instead of an n * D^2 product.
-
-    G is built once per problem (n * D^2 and a D x D eigh) from all rows: A estimated on a 4096-row sample got
-    its small eigenvalues wrong and preconditioned worse than nothing, so the feature side stays exact. S follows
-    the iterate: it is rebuilt after every `REBUILD_AFTER` iterations, within a solve or across the solves of a
-    sweep, from the probabilities of at most `CLASS_CURVATURE_ROWS` evenly spread rows (an average of bounded
-    classes x classes terms, which a sample estimates well: on 4,096 of 40,000 rows the 100-class sweep took 42
-    iterations, as with all rows, at a fifth of the rebuild cost); a change of C alone shifts the eigenvalues of
-    M, which is free.
-    """
-
-    # Rebuilding S after 1, 3 or 5 iterations took the 100-class sweep 50, 44 and 43 iterations, and after 3 or 10
-    # the 10-class one 199 and 210: a fresher S does not pay.
-    REBUILD_AFTER = 5
-    CLASS_CURVATURE_ROWS = 4096
-
-    def __init__(self, problem: _Problem, feature_gram: torch.Tensor | None = None):
-        self.problem = problem
-        self.n_classes, self.dim = len(problem.classes), problem.X.shape[1]
-        X = problem.X
-        with torch.no_grad():
-            if feature_gram is None:  # G = X'X / n; given: the refit's, moved from the sweep's (`_Problem.for_refit`)
-                feature_gram = matmul_into(X.T, X, X.new_empty(self.dim, self.dim)).div_(X.shape[0])
-            self.feature_gram = feature_gram
-            values, vectors = _eigh_with_fallback(feature_gram)
-        self.feature_values, self.feature_vectors = values.clamp_(min=0).to(X.dtype), vectors.to(X.dtype)
-        self.iterations_since_build = math.inf
-        self.l2 = math.nan
-        self.new_l2 = True
-
-    def start_solve(self, l2: float) -> _KroneckerPreconditioner:
-        self.l2, self.new_l2 = l2, True
-        return self
-
-    def __call__(self, theta: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor] | None:
-        """Called by `minimize_lbfgs` before each iteration: a new M^-1 to use from now on, or None to keep it."""
-        if self.iterations_since_build >= self.REBUILD_AFTER:
-            self._build(theta)
-        elif not self.new_l2:
-            self.iterations_since_build += 1
-            return None
-        self.iterations_since_build += 1
-        self.new_l2 = False
-        return self._inverse()
-
-    def inverse_at(self, theta: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor]:
-        """M^-1 with the class curvature built at `theta`: the selection certificate's Newton-step estimate."""
-        self._build(theta)
-        return self._inverse()
-
-    def _inverse(self) -> Callable[[torch.Tensor], torch.Tensor]:
-        inverse = 1.0 / (self.class_values[:, None] * self.feature_values[None, :] + self.l2)
-        class_vectors, feature_vectors, bias_inverse = self.class_vectors, self.feature_vectors, self.bias_inverse
-        n_weights = self.n_classes * self.dim
-
-        def apply(v: torch.Tensor) -> torch.Tensor:
-            out = torch.empty_like(v)
-            in_eigenbasis = class_vectors.T @ v[:n_weights].view(self.n_classes, self.dim) @ feature_vectors
-            torch.mm(class_vectors, (in_eigenbasis * inverse) @ feature_vectors.T,
-                     out=out[:n_weights].view(self.n_classes, self.dim))
-            torch.mul(v[n_weights:], bias_inverse, out=out[n_weights:])
-            return out
-
-        return apply
-
-    def _build(self, theta: torch.Tensor) -> None:
-        X, n_weights = self.problem.X, self.n_classes * self.dim
-        X = X[:: max(1, X.shape[0] // self.CLASS_CURVATURE_ROWS)]  # evenly spread rows, whatever the data's order
-        with torch.no_grad():
-            logits = F.linear(X, theta[:n_weights].view(self.n_classes, self.dim), theta[n_weights:])
-            probabilities = torch.softmax(logits, dim=1)
-            mean_probabilities = probabilities.mean(dim=0)
-            class_curvature = torch.diag(mean_probabilities) - probabilities.T @ probabilities / X.shape[0]
-            values, vectors = _eigh_with_fallback(class_curvature)
-        self.class_values = values.clamp_(min=0).to(X.dtype)
-        self.class_vectors = vectors.to(X.dtype)
-        self.bias_inverse = 1.0 / max(float(class_curvature.diagonal().mean()), 1e-6)
-        self.iterations_since_build = 0
-
-
-def _eigh_with_fallback(matrix: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """eigh in EIGH_DTYPE, redone in float64 when float32 LAPACK fails: it raises on some nearly repeated
-    eigenvalues and silently returns NaN on others (seen with a source network whose features have 115 of
-    256 columns constant)."""
-    try:
-        values, vectors = torch.linalg.eigh(matrix.to(EIGH_DTYPE))
-        if torch.isfinite(values).all() and torch.isfinite(vectors).all():
-            return values, vectors
-    except torch.linalg.LinAlgError:
-        pass
-    return torch.linalg.eigh(matrix.double())
-
-
-def _as_tensor(X: np.ndarray, like: torch.Tensor) -> torch.Tensor:
-    return torch.as_tensor(np.ascontiguousarray(X), device=like.device).to(like.dtype)
 
 
 __all__ = ["DEFAULT_CS", "LinearProbe", "c_grid", "resolve_device"]

@@ -21,9 +21,10 @@ class _Solution:
 
     def __init__(
         self, W: torch.Tensor, b: torch.Tensor, mean: torch.Tensor, scale: torch.Tensor,
-        data_terms: tuple[float, torch.Tensor] | None = None,
+        data_terms: tuple[float, torch.Tensor] | None = None, basis: torch.Tensor | None = None,
     ):
         self.W, self.b, self.mean, self.scale, self.data_terms = W, b, mean, scale, data_terms
+        self.basis = basis  # the problem's row-space basis (`_Problem`): W is in its coordinates; None: standardised
         self.tight = False  # solved to the probe's reselect_tol (LinearProbe._solve with tight=True)
         # The last L-BFGS pairs of its tight solve, penalty removed: (steps, data-term gradient changes), or None.
         self.curvature: tuple[list[torch.Tensor], list[torch.Tensor]] | None = None
@@ -41,7 +42,7 @@ class _Solution:
 
     def borrowing_curvature(self, donor: _Solution) -> _Solution:
         """This point with `donor`'s kept pairs (a tight solve at a neighbouring C on the same problem)."""
-        borrowed = _Solution(self.W, self.b, self.mean, self.scale, self.data_terms)
+        borrowed = _Solution(self.W, self.b, self.mean, self.scale, self.data_terms, self.basis)
         borrowed.curvature = donor.curvature
         return borrowed
 
@@ -72,36 +73,44 @@ class _Solution:
            l2: float) -> _Solution:
         """(W, b) on `problem`, keeping its data terms: `objective` (value, gradient) with penalty `l2` removed."""
         data_terms = cls(W, b, problem.mean, problem.scale, objective).objective_at(-l2)
-        return cls(W, b, problem.mean, problem.scale, data_terms)
+        return cls(W, b, problem.mean, problem.scale, data_terms, problem.basis)
 
     @classmethod
     def zeros(cls, problem: Any) -> _Solution:
         n_classes, dim = len(problem.classes), problem.X.shape[1]
         like = problem.mean
-        return cls(like.new_zeros(n_classes, dim), like.new_zeros(n_classes), problem.mean, problem.scale)
+        return cls(like.new_zeros(n_classes, dim), like.new_zeros(n_classes), problem.mean, problem.scale,
+                   basis=problem.basis)
 
     def restandardised(self, problem: Any) -> _Solution:
         """The same classifier expressed in `problem`'s standardisation (the refit on train+val has its own
         mean/std), so the warm start is exactly the selected solution, not a shifted one."""
-        if self.W.shape != (len(problem.classes), problem.X.shape[1]):
+        if self.W.shape[0] != len(problem.classes) or self.mean.shape != problem.mean.shape:
             return _Solution.zeros(problem)
         ratio, shift = problem.scale / self.scale, (problem.mean - self.mean) / self.scale
-        W = self.W * ratio
-        b = self.b + self.W @ shift
-        moved = _Solution(W, b, problem.mean, problem.scale)
+        W = self._lift(self.W)  # in the standardised space; back into `problem`'s row space (if any) at the end
+        b = self.b + W @ shift
+        moved = _Solution(problem.project(W * ratio), b, problem.mean, problem.scale, basis=problem.basis)
         moved.tight = self.tight
         if self.curvature is not None:
             # theta' = A theta (W' = W * ratio, b' = b + W shift): steps map by A, gradients by A^-T, so the
-            # pairs describe the same curvature of the same classifiers (the data term of another sample).
-            n_weights, n_classes = W.numel(), W.shape[0]
+            # pairs describe the same curvature of the same classifiers (the data term of another sample). Row
+            # spaces: steps and gradient changes lift by Q' and project by Q' (both lie in the rows' span).
+            n_weights, n_classes = self.W.numel(), W.shape[0]
             steps, changes = [], []
             for step, change in zip(*self.curvature):
-                step_W, change_W = step[:n_weights].view(n_classes, -1), change[:n_weights].view(n_classes, -1)
-                steps.append(torch.cat([(step_W * ratio).reshape(-1), step[n_weights:] + step_W @ shift]))
-                moved_W = (change_W - change[n_weights:, None] * shift) / ratio
+                step_W = self._lift(step[:n_weights].view(n_classes, -1))
+                change_W = self._lift(change[:n_weights].view(n_classes, -1))
+                moved_step = problem.project(step_W * ratio)
+                steps.append(torch.cat([moved_step.reshape(-1), step[n_weights:] + step_W @ shift]))
+                moved_W = problem.project((change_W - change[n_weights:, None] * shift) / ratio)
                 changes.append(torch.cat([moved_W.reshape(-1), change[n_weights:]]))
             moved.curvature = (steps, changes)
         return moved
+
+    def _lift(self, W: torch.Tensor) -> torch.Tensor:
+        """Weights (classes, dim) in this solution's coordinates -> its standardised space (`_Problem.lift`)."""
+        return W if self.basis is None else W @ self.basis.T
 
 
 
@@ -126,7 +135,7 @@ def _path_prediction(
     """
     l2 = 1.0 / (C * problem.X.shape[0])
     at_previous = previous.objective_at(l2)
-    if len(path) < 2 or at_previous is None or float(at_previous[1].abs().max()) <= tol:
+    if len(path) < 2 or at_previous is None or problem.gradient_within(at_previous[1], tol):
         return None
     (log_c0, older), (log_c1, newer) = path[-2:]
     ratio = (math.log(C) - log_c1) / (log_c1 - log_c0)
