@@ -149,7 +149,7 @@ def test_nan_features_raise_one_line_data_error(digits):
 @pytest.mark.parametrize(
     "settings",
     [{"device": "tpu-7"}, {"dtype": "float16"}, {"Cs": []}, {"Cs": [0.1, -1.0]}, {"patience": 0},
-     {"precondition": "sometimes"}],
+     {"precondition": "sometimes"}, {"row_space": "yes"}],
 )
 def test_bad_settings_raise_config_error(digits, settings):
     train, val = FeatureSplit(digits.X_train, digits.y_train), FeatureSplit(digits.X_val, digits.y_val)

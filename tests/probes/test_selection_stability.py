@@ -26,6 +26,10 @@ from unirep.features import ExtractionSettings, extract_features
 from unirep.metrics import Metric
 from unirep.probes import FeatureSplit, SealedSplit
 from unirep.probes.linear import LinearProbe
+from unirep.probes.linear_problem import _Problem
+from unirep.probes.linear_solution import _Solution
+from unirep.probes.multinomial import linear
+from unirep.probes.selection import penalty_bound
 from unirep.tasks import create_task
 
 FASHION_DIR = Path("/usr/share/datasets/fashion-mnist")  # Debian's dataset-fashion-mnist
@@ -151,3 +155,24 @@ def test_another_solver_path_to_the_same_minimisers_chooses_the_same(one_torch_t
     standardised, standardised_test = select_and_test(splits, Metric.MEAN_PER_CLASS, None, row_space=False)
     assert (standardised.selected_params_["C"], standardised.val_score_, standardised_test) == (
         row_space.selected_params_["C"], row_space.val_score_, row_space_test)
+
+
+@pytest.mark.parametrize("C", [0.1, 1000.0])
+def test_penalty_bound_covers_the_way_to_the_minimiser(digits, C):
+    # A loose solution's val margins (its top-two classes) move, on the way to the exact minimiser (float64, tol
+    # 1e-10), by no more than the penalty's strong-convexity bound, biases included; at small C the bound is tight
+    # enough to certify most predictions, at C = 1000 it leaves none certain (the Cs that cannot win).
+    problem = _Problem.build(digits.X_train, digits.y_train, np.unique(digits.y_train), torch.float64,
+                             torch.device("cpu"))
+    loose, _ = LinearProbe(dtype="float64", tol=1e-4, max_iter=100_000)._solve(problem, _Solution.zeros(problem), C)
+    exact, _ = LinearProbe(dtype="float64", tol=1e-10, max_iter=100_000)._solve(problem, loose, C)
+    l2 = 1.0 / (C * len(digits.y_train))
+    val_X = problem.standardise(digits.X_val)
+    loose_logits, exact_logits = linear(val_X, loose.W, loose.b), linear(val_X, exact.W, exact.b)
+    top = loose_logits.topk(2, dim=1).indices
+    margin = lambda logits: (logits.gather(1, top[:, :1]) - logits.gather(1, top[:, 1:])).squeeze(1)  # noqa: E731
+    moved = (margin(exact_logits) - margin(loose_logits)).abs()
+    bound = penalty_bound(val_X, loose.objective_at(l2)[1], loose.W.numel(), l2)
+    assert bool((moved <= bound).all())
+    certain = float((margin(loose_logits) > bound).double().mean())
+    assert certain > 0.5 if C == 0.1 else certain == 0.0

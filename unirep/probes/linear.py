@@ -40,7 +40,11 @@ choice is therefore made on the exact minimisers' val scores, as far as they can
 3. each re-solved score counts as wrong every val prediction the solve cannot vouch for: an example whose
    top-two margin is within `UNCERTAINTY_FACTOR` (10) times the margin change of the remaining Newton step
    (M^-1 g, the solver's Kronecker-factored curvature at the solution) could still flip on the way to the
-   minimiser, or on another machine. At moderate C none is uncertain and the score is the exact minimiser's;
+   minimiser, or on another machine; so does one within the penalty's rigorous bound (`penalty_bound`: the
+   objective is (1 / (C n))-strongly convex in W, so ||W - W*|| <= ||grad_W|| C n), which the Newton estimate
+   underrated by 10^4 at C = 1,778 on EfficientNet-Lite0 / textile-defects, where two solver paths (OpenBLAS on
+   1 or 2 threads) chose C 1 and C 1,778 before this bound and C 1 on both after it. At moderate C none is
+   uncertain and the score is the exact minimiser's;
    at very large C on separable data (where no solver gets near the minimiser) most are, so those Cs cannot
    win on a score that is an artefact of where their solve stopped. Every re-solve runs to `reselect_tol`: an
    earlier stop as soon as no val prediction looked uncertain (this estimate, checked during the solve) chose
@@ -84,7 +88,7 @@ from unirep.probes.lbfgs import minimize_lbfgs
 from unirep.probes.linear_problem import _as_tensor, _Problem
 from unirep.probes.linear_solution import _path_prediction, _release_curvature, _Solution
 from unirep.probes.multinomial import blas_threads_only, linear, multinomial_objective
-from unirep.probes.selection import certified_score, margin_errors, one_example_points
+from unirep.probes.selection import certified_score, margin_errors, one_example_points, penalty_bound
 from unirep.runtime import resolve_device
 
 if TYPE_CHECKING:
@@ -314,8 +318,10 @@ class LinearProbe(Probe):
         theta = torch.cat([solution.W.reshape(-1), solution.b])
         grad = solution.objective_at(l2)[1]
         margins, errors = margin_errors(problem, val_X, theta, grad, C)
-        score, uncertain = certified_score(metric, val.y, linear(val_X, solution.W, solution.b),
-                                            margins <= UNCERTAINTY_FACTOR * errors, problem.classes)
+        bound = penalty_bound(val_X, grad, solution.W.numel(), l2)
+        uncertain = (margins <= UNCERTAINTY_FACTOR * errors) | (margins <= bound)
+        score, uncertain = certified_score(metric, val.y, linear(val_X, solution.W, solution.b), uncertain,
+                                           problem.classes)
         self.uncertain_val_[C] = uncertain
         return score, uncertain
 
@@ -372,6 +378,8 @@ class LinearProbe(Probe):
             raise ConfigError(f"linear probe Cs must be a non-empty list of positive numbers, got {self.Cs!r}")
         if self.precondition not in (True, False, "auto"):
             raise ConfigError(f"linear probe precondition must be true, false or 'auto', got {self.precondition!r}")
+        if self.row_space not in (True, False):
+            raise ConfigError(f"linear probe row_space must be true or false, got {self.row_space!r}")
         if self.patience is not None and self.patience < 1:
             raise ConfigError(f"linear probe patience must be None (off) or >= 1, got {self.patience!r}")
         if self.reselect_margin is not None and not (self.reselect_margin >= 0 and self.reselect_tol > 0):
