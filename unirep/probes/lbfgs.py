@@ -36,7 +36,7 @@ def minimize_lbfgs(
     f_noise * |f| of the start is then accepted on its slope alone (Hager & Zhang's approximate Wolfe
     conditions, SIAM J. Optim. 2005), and the "no relative decrease" stop is off: the solve ends at `tol`, at
     `max_iter`, or when the line search finds no acceptable step. `done(x, g)`, called after each iteration,
-    ends the solve early when it returns True (the probe: every val prediction is already certain).
+    ends the solve early when it returns True (a caller's own test that what it needs is settled).
     `pairs`: curvature pairs to start from instead of none (a warm inverse-Hessian estimate, e.g. from a solve of
     a nearby problem); they are updated in place and hold the solve's last `history_size` pairs afterwards.
     `gradient_within(g, tol)`: the stopping test, default max |g| <= tol (the probe in a row space: on the largest
@@ -95,8 +95,6 @@ class CurvaturePairs:
         self._start = 0  # slot of the oldest pair
         self._count = 0
         self._filled = 0  # slots written at least once: the rows the products run over
-        self.version = 0  # changes whenever the pairs do (the newest pair's scaled change is cached on it)
-        self.scaled_newest: tuple[object, int, torch.Tensor] | None = None
 
     def __len__(self) -> int:
         return self._count
@@ -126,7 +124,6 @@ class CurvaturePairs:
         self._filled = max(self._filled, slot + 1)
         # s_i'y_new for every stored step (the older ones and its own): the column the recursion reads.
         self._products[: self._filled, slot] = (self._steps[: self._filled] @ grad_change).double()
-        self.version += 1
         return True
 
     def clear(self) -> None:
@@ -141,7 +138,6 @@ class CurvaturePairs:
         if count:
             self._start = (self._start + count) % self._steps.shape[0]
             self._count -= count
-            self.version += 1
 
     def _reserve(self, like: torch.Tensor) -> None:
         """Room for one more pair: allocate, or grow (doubling, at most to `limit`) when every slot is in use."""
@@ -190,8 +186,8 @@ def _two_loop_direction(
     first = eye + rhos[:, None] * products.triu(1)
     alphas = torch.linalg.solve_triangular(first, (rhos * -(steps @ g).double()[order])[:, None], upper=True)[:, 0]
     q = -g - changes.T @ _scattered(alphas, order, filled, g.dtype)
-    newest = int(order[-1])
-    r = apply(q).mul_(_scale(pairs, apply, precondition, newest))
+    newest = pairs._changes[int(order[-1])]  # gamma = s'y / y'Py of the newest pair
+    r = apply(q).mul_((1.0 / pairs._rhos[int(order[-1])]).to(g.dtype) / (newest @ apply(newest)))
     # Second loop: c_i = alpha_i - rho_i (y_i'r + sum_{j < i} c_j s_j'y_i), i from the oldest.
     second = eye + rhos[:, None] * products.T.tril(-1)
     corrections = torch.linalg.solve_triangular(
@@ -204,17 +200,6 @@ def _scattered(values: torch.Tensor, order: torch.Tensor, filled: int, dtype: to
     out = torch.zeros(filled, dtype=dtype, device=values.device)
     out[order] = values.to(dtype)
     return out
-
-
-def _scale(pairs: CurvaturePairs, apply: Callable, precondition: object, newest: int) -> torch.Tensor:
-    """gamma = s'y / y'Py of the newest pair, cached per (preconditioner, pairs' version): P y costs an
-    application of the preconditioner, which changes only every few iterations."""
-    cached = pairs.scaled_newest
-    if cached is None or cached[0] is not precondition or cached[1] != pairs.version:
-        y = pairs._changes[newest]
-        gamma = (1.0 / pairs._rhos[newest]).to(y.dtype) / (y @ apply(y))
-        pairs.scaled_newest = cached = (precondition, pairs.version, gamma)
-    return cached[2]
 
 
 def _strong_wolfe(
