@@ -16,7 +16,7 @@ def minimize_lbfgs(
     objective: Objective, x0: torch.Tensor, *, max_iter: int, tol: float, history_size: int = 10,
     preconditioner: Callable[[torch.Tensor], Callable[[torch.Tensor], torch.Tensor] | None] | None = None,
     initial: tuple[float, torch.Tensor] | None = None, f_noise: float = 0.0,
-    done: Callable[[torch.Tensor, torch.Tensor], bool] | None = None, pairs: CurvaturePairs | None = None,
+    pairs: CurvaturePairs | None = None,
     gradient_within: Callable[[torch.Tensor, float], bool] | None = None,
 ) -> tuple[torch.Tensor, int, tuple[float, torch.Tensor]]:
     """L-BFGS (two-loop recursion) with a strong-Wolfe line search, stopping like scipy's L-BFGS-B as sklearn
@@ -35,8 +35,7 @@ def minimize_lbfgs(
     absolute against a float64 evaluation on the 100-class benchmark problem). A step whose objective is within
     f_noise * |f| of the start is then accepted on its slope alone (Hager & Zhang's approximate Wolfe
     conditions, SIAM J. Optim. 2005), and the "no relative decrease" stop is off: the solve ends at `tol`, at
-    `max_iter`, or when the line search finds no acceptable step. `done(x, g)`, called after each iteration,
-    ends the solve early when it returns True (a caller's own test that what it needs is settled).
+    `max_iter`, or when the line search finds no acceptable step.
     `pairs`: curvature pairs to start from instead of none (a warm inverse-Hessian estimate, e.g. from a solve of
     a nearby problem); they are updated in place and hold the solve's last `history_size` pairs afterwards.
     `gradient_within(g, tol)`: the stopping test, default max |g| <= tol (the probe in a row space: on the largest
@@ -71,8 +70,6 @@ def minimize_lbfgs(
         decrease = f - f_new
         f, g = f_new, g_new
         if f_noise == 0.0 and decrease <= eps * max(abs(f), 1.0):
-            break
-        if done is not None and done(x, g):
             break
     return x, n_iter, (f, g)
 

@@ -317,11 +317,10 @@ class LinearProbe(Probe):
         l2 = 1.0 / (C * problem.X.shape[0])
         theta = torch.cat([solution.W.reshape(-1), solution.b])
         grad = solution.objective_at(l2)[1]
-        margins, errors = margin_errors(problem, val_X, theta, grad, C)
+        logits, margins, errors = margin_errors(problem, val_X, theta, grad, C)
         bound = penalty_bound(val_X, grad, solution.W.numel(), l2)
         uncertain = (margins <= UNCERTAINTY_FACTOR * errors) | (margins <= bound)
-        score, uncertain = certified_score(metric, val.y, linear(val_X, solution.W, solution.b), uncertain,
-                                           problem.classes)
+        score, uncertain = certified_score(metric, val.y, logits, uncertain, problem.classes)
         self.uncertain_val_[C] = uncertain
         return score, uncertain
 

@@ -106,7 +106,7 @@ class _Problem:
 
     def lift(self, W: torch.Tensor) -> torch.Tensor:
         """Weights (classes, dim) in the problem's coordinates -> the standardised space (classes, D)."""
-        return W if self.basis is None else matmul_into(W, self.basis.T, W.new_empty(W.shape[0], self.basis.shape[0]))
+        return lift(W, self.basis)
 
     def project(self, W: torch.Tensor) -> torch.Tensor:
         """Weights or rows (m, D) of the standardised space -> the problem's coordinates (m, dim): their
@@ -134,6 +134,12 @@ class _Problem:
         if row_norm <= tol or row_norm > tol * math.sqrt(self.basis.shape[0]):
             return row_norm <= tol
         return self.largest_gradient(grad) <= tol
+
+
+def lift(W: torch.Tensor, basis: torch.Tensor | None) -> torch.Tensor:
+    """Weights (m, dim) in a row-space basis's coordinates -> the standardised space (m, D): W Q'; unchanged
+    without a basis (None)."""
+    return W if basis is None else matmul_into(W, basis.T, W.new_empty(W.shape[0], basis.shape[0]))
 
 
 def _row_basis(features: torch.Tensor) -> torch.Tensor:
@@ -272,4 +278,4 @@ def _as_tensor(X: np.ndarray, like: torch.Tensor) -> torch.Tensor:
     return torch.as_tensor(np.ascontiguousarray(X), device=like.device).to(like.dtype)
 
 
-__all__ = ["EIGH_DTYPE", "FLOAT32_SPREAD"]
+__all__ = ["EIGH_DTYPE", "FLOAT32_SPREAD", "lift"]

@@ -11,6 +11,7 @@ import torch
 
 from unirep.probes.base import SweepPoint
 from unirep.probes.lbfgs import CurvaturePairs
+from unirep.probes.linear_problem import lift
 from unirep.probes.multinomial import multinomial_objective
 
 
@@ -88,7 +89,7 @@ class _Solution:
         if self.W.shape[0] != len(problem.classes) or self.mean.shape != problem.mean.shape:
             return _Solution.zeros(problem)
         ratio, shift = problem.scale / self.scale, (problem.mean - self.mean) / self.scale
-        W = self._lift(self.W)  # in the standardised space; back into `problem`'s row space (if any) at the end
+        W = lift(self.W, self.basis)  # in the standardised space; back into `problem`'s row space (if any) at the end
         b = self.b + W @ shift
         moved = _Solution(problem.project(W * ratio), b, problem.mean, problem.scale, basis=problem.basis)
         moved.tight = self.tight
@@ -99,18 +100,14 @@ class _Solution:
             n_weights, n_classes = self.W.numel(), W.shape[0]
             steps, changes = [], []
             for step, change in zip(*self.curvature):
-                step_W = self._lift(step[:n_weights].view(n_classes, -1))
-                change_W = self._lift(change[:n_weights].view(n_classes, -1))
+                step_W = lift(step[:n_weights].view(n_classes, -1), self.basis)
+                change_W = lift(change[:n_weights].view(n_classes, -1), self.basis)
                 moved_step = problem.project(step_W * ratio)
                 steps.append(torch.cat([moved_step.reshape(-1), step[n_weights:] + step_W @ shift]))
                 moved_W = problem.project((change_W - change[n_weights:, None] * shift) / ratio)
                 changes.append(torch.cat([moved_W.reshape(-1), change[n_weights:]]))
             moved.curvature = (steps, changes)
         return moved
-
-    def _lift(self, W: torch.Tensor) -> torch.Tensor:
-        """Weights (classes, dim) in this solution's coordinates -> its standardised space (`_Problem.lift`)."""
-        return W if self.basis is None else W @ self.basis.T
 
 
 

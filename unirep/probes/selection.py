@@ -17,10 +17,11 @@ from unirep.probes.multinomial import linear
 
 def margin_errors(
     problem: Any, val_X: torch.Tensor, theta: torch.Tensor, grad: torch.Tensor, C: float
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Each val example's top-two logit margin at `theta`, and how far the remaining distance to the minimiser
-    moves that margin, estimated by the Newton step M^-1 g with the solver's Kronecker-factored curvature M
-    (built at `theta`, with the penalty of C): the a-posteriori error estimate of the solve."""
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The val logits at `theta`, each val example's top-two logit margin there, and how far the remaining
+    distance to the minimiser moves that margin, estimated by the Newton step M^-1 g with the solver's
+    Kronecker-factored curvature M (built at `theta`, with the penalty of C): the a-posteriori error estimate of
+    the solve."""
     n_classes = len(problem.classes)
     n_weights = n_classes * problem.X.shape[1]
     step = problem.preconditioner().start_solve(1.0 / (C * problem.X.shape[0])).inverse_at(theta)(grad)
@@ -30,7 +31,7 @@ def margin_errors(
         top2 = logits.topk(2, dim=1)
         margins = (top2.values[:, 0] - top2.values[:, 1]).double()
         errors = (moves.gather(1, top2.indices[:, :1]) - moves.gather(1, top2.indices[:, 1:])).abs().squeeze(1)
-    return margins, errors.double()
+    return logits, margins, errors.double()
 
 
 def penalty_bound(val_X: torch.Tensor, grad: torch.Tensor, n_weights: int, l2: float) -> torch.Tensor:
