@@ -214,6 +214,13 @@ def test_kronecker_preconditioner_is_the_inverse_of_its_curvature(digits, monkey
     expected = np.linalg.solve(M, v[: n_classes * dim].numpy())
     np.testing.assert_allclose(out[: n_classes * dim], expected, rtol=1e-6, atol=1e-8 * np.abs(expected).max())
     np.testing.assert_allclose(out[n_classes * dim :], v[n_classes * dim :].numpy() / np.diag(S).mean(), rtol=1e-9)
+    # The L-BFGS scale u' M^-1 u, computed from u's rotation alone in the same pass as M^-1 v.
+    u = torch.from_numpy(np.random.default_rng(2).normal(size=n_classes * dim + n_classes))
+    paired, curvature = apply.with_curvature(v, u)
+    torch.testing.assert_close(paired, apply(v), rtol=0, atol=0)
+    u_weights, u_biases = u[: n_classes * dim].numpy(), u[n_classes * dim :].numpy()
+    expected_curvature = u_weights @ np.linalg.solve(M, u_weights) + (u_biases @ u_biases) / np.diag(S).mean()
+    assert float(curvature) == pytest.approx(expected_curvature, rel=1e-6)
 
 
 def test_path_prediction_lands_closer_to_the_next_minimiser(digits):

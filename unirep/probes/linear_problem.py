@@ -226,25 +226,14 @@ class _KroneckerPreconditioner:
         self.new_l2 = False
         return self._inverse()
 
-    def inverse_at(self, theta: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor]:
+    def inverse_at(self, theta: torch.Tensor) -> _KroneckerInverse:
         """M^-1 with the class curvature built at `theta`: the selection certificate's Newton-step estimate."""
         self._build(theta)
         return self._inverse()
 
-    def _inverse(self) -> Callable[[torch.Tensor], torch.Tensor]:
+    def _inverse(self) -> _KroneckerInverse:
         inverse = 1.0 / (self.class_values[:, None] * self.feature_values[None, :] + self.l2)
-        class_vectors, feature_vectors, bias_inverse = self.class_vectors, self.feature_vectors, self.bias_inverse
-        n_weights = self.n_classes * self.dim
-
-        def apply(v: torch.Tensor) -> torch.Tensor:
-            out = torch.empty_like(v)
-            in_eigenbasis = class_vectors.T @ v[:n_weights].view(self.n_classes, self.dim) @ feature_vectors
-            torch.mm(class_vectors, (in_eigenbasis * inverse) @ feature_vectors.T,
-                     out=out[:n_weights].view(self.n_classes, self.dim))
-            torch.mul(v[n_weights:], bias_inverse, out=out[n_weights:])
-            return out
-
-        return apply
+        return _KroneckerInverse(self.class_vectors, self.feature_vectors, inverse, self.bias_inverse)
 
     def _build(self, theta: torch.Tensor) -> None:
         X, n_weights = self.problem.X, self.n_classes * self.dim
@@ -259,6 +248,46 @@ class _KroneckerPreconditioner:
         self.class_vectors = vectors.to(X.dtype)
         self.bias_inverse = 1.0 / max(float(class_curvature.diagonal().mean()), 1e-6)
         self.iterations_since_build = 0
+
+
+class _KroneckerInverse:
+    """v -> M^-1 v for one build of `_KroneckerPreconditioner`: rotate the weights into the eigenbases of both
+    factors, scale by 1 / (eigenvalue products + l2), rotate back; the biases are scaled."""
+
+    def __init__(self, class_vectors: torch.Tensor, feature_vectors: torch.Tensor, inverse: torch.Tensor,
+                 bias_inverse: float):
+        self.class_vectors, self.feature_vectors = class_vectors, feature_vectors
+        self.inverse, self.bias_inverse = inverse, bias_inverse
+        self.n_classes, self.dim = inverse.shape
+
+    def __call__(self, v: torch.Tensor) -> torch.Tensor:
+        return self.with_curvature(v)[0]
+
+    def with_curvature(
+        self, v: torch.Tensor, u: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(M^-1 v, u' M^-1 u), the second from u's rotation alone (sum of inverse * rotated u squared), rotated
+        in the same product as v's. Why: L-BFGS needs both every iteration (the direction and the scale y'M^-1 y
+        of the newest pair), and with D x D feature vectors (raw pixels, D = 3,072) a rotation of a few class
+        rows is bound by reading those 38 MB: one pass for both instead of a pass for each and one more to rotate
+        u back (raw pixels on Fashion-MNIST, 5,000 x 3,072: 29 of the selection's 75 s went to these passes)."""
+        n_weights = self.n_classes * self.dim
+        rows = v[:n_weights].view(self.n_classes, self.dim)
+        if u is not None:
+            rows = torch.cat([rows, u[:n_weights].view(self.n_classes, self.dim)])
+        rotated = matmul_into(rows, self.feature_vectors, rows.new_empty(rows.shape))
+        out = torch.empty_like(v)
+        in_eigenbasis = self.class_vectors.T @ rotated[: self.n_classes]
+        back = matmul_into(in_eigenbasis.mul_(self.inverse), self.feature_vectors.T,
+                           v.new_empty(self.n_classes, self.dim))
+        torch.mm(self.class_vectors, back, out=out[:n_weights].view(self.n_classes, self.dim))
+        torch.mul(v[n_weights:], self.bias_inverse, out=out[n_weights:])
+        if u is None:
+            return out, None
+        u_rotated = self.class_vectors.T @ rotated[self.n_classes :]
+        curvature = (u_rotated.square_().mul_(self.inverse).sum(dtype=torch.float64)
+                     + u[n_weights:].square().sum(dtype=torch.float64) * self.bias_inverse)
+        return out, curvature.to(v.dtype)
 
 
 def _eigh_with_fallback(matrix: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
