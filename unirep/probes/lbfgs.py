@@ -185,9 +185,10 @@ def _two_loop_direction(
     q = -g - changes.T @ _scattered(alphas, order, filled, g.dtype)
     newest = pairs._changes[int(order[-1])]  # gamma = s'y / y'Py of the newest pair
     with_curvature = getattr(precondition, "with_curvature", None)  # both from one pass (the probe's Kronecker M^-1)
-    r, newest_curvature = with_curvature(q, newest) if with_curvature is not None else (apply(q), None)
-    if newest_curvature is None:
-        newest_curvature = newest @ apply(newest)
+    if with_curvature is not None:
+        r, newest_curvature = with_curvature(q, newest)
+    else:
+        r, newest_curvature = apply(q), newest @ apply(newest)
     r.mul_((1.0 / pairs._rhos[int(order[-1])]).to(g.dtype) / newest_curvature)
     # Second loop: c_i = alpha_i - rho_i (y_i'r + sum_{j < i} c_j s_j'y_i), i from the oldest.
     second = eye + rhos[:, None] * products.T.tril(-1)
