@@ -14,7 +14,7 @@ from sklearn.preprocessing import StandardScaler
 
 from unirep.errors import ConfigError, DataError
 from unirep.metrics import Metric
-from unirep.probes import FeatureSplit, create_probe, linear_problem
+from unirep.probes import FeatureSplit, create_probe, linear_problem, multinomial
 from unirep.probes.linear import DEFAULT_CS, LinearProbe
 from unirep.probes.linear_problem import _KroneckerPreconditioner, _Problem
 from unirep.probes.linear_solution import _path_prediction, _Solution
@@ -264,3 +264,36 @@ def test_refit_problem_from_the_sweep_equals_a_direct_build(digits):
     standardised = direct.X.double().numpy()
     np.testing.assert_allclose(refit.preconditioner().feature_gram.numpy(),
                                standardised.T @ standardised / len(X), atol=1e-5)
+
+
+@pytest.mark.parametrize("blas", ["numpy", "torch"])
+def test_objective_and_gradient_match_a_float64_autograd_computation(digits, blas, monkeypatch):
+    # The hand-written gradient over transposed logits, through either BLAS, against torch's autograd of the
+    # plain formula in float64: mean CE of X W' + b plus l2/2 ||W||^2.
+    monkeypatch.setattr(multinomial, "probe_blas", lambda: blas)
+    problem = _Problem.build(digits.X_train, digits.y_train, np.unique(digits.y_train), torch.float32,
+                             torch.device("cpu"))
+    n_classes, dim = 10, problem.X.shape[1]
+    theta = torch.from_numpy(np.random.default_rng(0).normal(scale=0.1, size=n_classes * dim + n_classes)).float()
+    l2 = 1e-3
+    loss, grad = multinomial.multinomial_objective(problem, l2)(theta)
+    reference = theta.double().requires_grad_()
+    W, b = reference[: n_classes * dim].view(n_classes, dim), reference[n_classes * dim :]
+    expected = (torch.nn.functional.cross_entropy(problem.X.double() @ W.T + b, problem.y)
+                + 0.5 * l2 * W.square().sum())
+    expected.backward()
+    assert loss == pytest.approx(float(expected), rel=1e-6)
+    torch.testing.assert_close(grad.double(), reference.grad, rtol=1e-4, atol=1e-6 * float(reference.grad.abs().max()))
+
+
+def test_probe_blas_follows_the_override_and_refuses_an_unknown_one(monkeypatch):
+    for chosen in ("numpy", "torch", " Torch "):
+        monkeypatch.setenv("UNIREP_PROBE_BLAS", chosen)
+        multinomial.probe_blas.cache_clear()
+        assert multinomial.probe_blas() == chosen.strip().lower()
+    monkeypatch.setenv("UNIREP_PROBE_BLAS", "openblas")
+    multinomial.probe_blas.cache_clear()
+    with pytest.raises(ConfigError, match="UNIREP_PROBE_BLAS='openblas'.*use 'numpy' or 'torch'"):
+        multinomial.probe_blas()
+    monkeypatch.delenv("UNIREP_PROBE_BLAS")
+    multinomial.probe_blas.cache_clear()  # the machine's default again for the tests that follow
