@@ -267,13 +267,14 @@ def test_refit_problem_from_the_sweep_equals_a_direct_build(digits):
 
 
 @pytest.mark.parametrize("blas", ["numpy", "torch"])
-def test_objective_and_gradient_match_a_float64_autograd_computation(digits, blas, monkeypatch):
+@pytest.mark.parametrize("n_classes", [10, multinomial.WIDE_LOGITS + 8])  # both products of the logits
+def test_objective_and_gradient_match_a_float64_autograd_computation(digits, blas, n_classes, monkeypatch):
     # The hand-written gradient over transposed logits, through either BLAS, against torch's autograd of the
     # plain formula in float64: mean CE of X W' + b plus l2/2 ||W||^2.
     monkeypatch.setattr(multinomial, "probe_blas", lambda: blas)
-    problem = _Problem.build(digits.X_train, digits.y_train, np.unique(digits.y_train), torch.float32,
-                             torch.device("cpu"))
-    n_classes, dim = 10, problem.X.shape[1]
+    X, y = (digits.X_train, digits.y_train) if n_classes == 10 else gaussian_mixture(30, n_classes, dim=24)
+    problem = _Problem.build(X, y, np.unique(y), torch.float32, torch.device("cpu"))
+    dim = problem.X.shape[1]
     theta = torch.from_numpy(np.random.default_rng(0).normal(scale=0.1, size=n_classes * dim + n_classes)).float()
     l2 = 1e-3
     loss, grad = multinomial.multinomial_objective(problem, l2)(theta)
