@@ -18,7 +18,7 @@ LEEP/NCE get synthetic (N, 1000) logits (an ImageNet-sized head) for timing only
 source head. Estimators score all N rows; the probe sees the same rows (80 % train / 20 % val). Probe and estimator
 times are each the fastest of --repeats runs (timeit's rule: the slower runs measure the machine's load). Wall and
 process-CPU seconds are both printed: on a shared machine the ratios move with the load, so quote them with the
-load line printed first; `--threads 1` pins BLAS to one thread on both sides (an oversubscribed machine makes
+load line printed first; `--threads 1` pins BLAS and torch to one thread on both sides (an oversubscribed machine makes
 multi-threaded LAPACK calls many times slower). The last line lists the estimators under the 5x target.
 
 Usage:
@@ -180,8 +180,11 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=None, help="BLAS threads on both sides (default: library's)")
     args = parser.parse_args()
     warnings.filterwarnings("ignore", category=UserWarning)
+    import torch
     from threadpoolctl import threadpool_limits
 
+    if args.threads:  # torch's own pool too: on Intel CPUs the probe's products run in it (MKL, probe_blas)
+        torch.set_num_threads(args.threads)
     with threadpool_limits(limits=args.threads):
         run(args)
 
