@@ -28,20 +28,14 @@ import torch
 from unirep.features import ExtractionSettings, FeatureCache
 from unirep.fileio import atomic_write_json
 from unirep.results import load_records
-from unirep.runtime import library_versions
+from unirep.runtime import cpu_info, library_versions
 from unirep.tasks import create_task
 
 PROJECTED_ROWS, PROJECTION_DIMS = 32, 8
 
 
 def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
+    return cpu_info("model name") or platform.processor() or platform.machine()
 
 
 def machine() -> dict:

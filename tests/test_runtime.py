@@ -1,4 +1,5 @@
-"""One device resolver, one library-version collector and one NaN/Inf check, used by every part of unirep."""
+"""One device resolver, one library-version collector, one CPU-info reader and one NaN/Inf check, used by every
+part of unirep."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import pytest
 import torch
 
 import unirep
+from unirep import runtime
 from unirep.errors import ConfigError, DataError
 from unirep.numerics import check_finite
 from unirep.runtime import VERSIONED_PACKAGES, library_versions, resolve_device
@@ -82,3 +84,15 @@ def test_check_finite_counts_the_rows_holding_nan_or_inf():
         check_finite(np.array([1.0, np.nan, np.inf]), "scores")
     with pytest.raises(DataError, match="^value: 1 row"):
         check_finite(np.array(np.nan), "value")
+
+
+def test_cpu_info_reads_the_first_processors_field(tmp_path, monkeypatch):
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text("processor\t: 0\nvendor_id\t: AuthenticAMD\nmodel name\t: AMD EPYC 7B13\n\n"
+                       "processor\t: 1\nvendor_id\t: GenuineIntel\n")
+    monkeypatch.setattr(runtime, "Path", lambda _: cpuinfo)
+    assert runtime.cpu_info("vendor_id") == "AuthenticAMD"
+    assert runtime.cpu_info("model name") == "AMD EPYC 7B13"
+    assert runtime.cpu_info("model") == ""  # a field name is matched whole, not as a prefix of "model name"
+    monkeypatch.setattr(runtime, "Path", lambda _: tmp_path / "missing")
+    assert runtime.cpu_info("vendor_id") == ""

@@ -10,6 +10,7 @@ import os
 import platform
 from collections.abc import Sequence
 from importlib import metadata
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from unirep.errors import ConfigError
@@ -74,4 +75,16 @@ def library_versions(packages: Sequence[str] = VERSIONED_PACKAGES) -> dict[str, 
     return versions
 
 
-__all__ = ["VERSIONED_PACKAGES", "library_versions", "resolve_device"]
+def cpu_info(field: str) -> str:
+    """A field of the first processor in /proc/cpuinfo ('model name', 'vendor_id', ...); '' where it cannot be
+    read (not Linux, or no such field)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.split(":", 1)[0].strip() == field:
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return ""
+
+
+__all__ = ["VERSIONED_PACKAGES", "cpu_info", "library_versions", "resolve_device"]

@@ -27,7 +27,6 @@ import contextlib
 import functools
 import os
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -35,6 +34,7 @@ import torch
 
 from unirep.errors import ConfigError
 from unirep.probes.lbfgs import Objective
+from unirep.runtime import cpu_info
 
 BLAS_CHOICES = ("numpy", "torch")
 WIDE_LOGITS = 32  # classes from which the logits product is W X' (module docstring)
@@ -49,18 +49,7 @@ def probe_blas() -> str:
                           "or unset it for the default (torch's MKL on Intel CPUs, numpy's OpenBLAS elsewhere)")
     if chosen:
         return chosen
-    return "torch" if torch.backends.mkl.is_available() and _cpu_vendor() == "GenuineIntel" else "numpy"
-
-
-def _cpu_vendor() -> str:
-    """The CPU's vendor string on Linux ('GenuineIntel', 'AuthenticAMD', ...); '' where it cannot be read."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("vendor_id"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return ""
+    return "torch" if torch.backends.mkl.is_available() and cpu_info("vendor_id") == "GenuineIntel" else "numpy"
 
 
 @contextlib.contextmanager
