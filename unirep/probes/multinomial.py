@@ -8,17 +8,17 @@ along contiguous rows of many entries and slow along short ones (one thread, Int
 2.6 ms along dim 1, 0.11 ms transposed along dim 0; 40,000 x 100 3.6 against 3.2 ms), and the gradient product
 then reads the residual (classes, n) as stored. With `WIDE_LOGITS` classes or more the product itself is W X';
 with fewer it is X W' copied transposed (the copy adds the biases): MKL's skinny products run faster that way
-(whole evaluation, 1 thread, Intel Xeon: 16,000 x 512 x 10 7.7 -> 5.8 ms, 1,000 x 1,280 x 10 1.20 -> 0.83 ms),
-while on 40,000 x 512 x 100 W X' is the faster (73 against 86 ms).
+(whole evaluation, 1 thread, Intel Xeon: 16,000 x 512 x 10 7.2-7.7 -> 5.3-5.8 ms, 1,000 x 1,280 x 10 1.20 -> 0.83
+ms), while on 40,000 x 512 x 100 W X' is the faster (73-78 against 86-94 ms).
 
-Which BLAS runs the products on CPU (`probe_blas`): torch's MKL on an Intel CPU, numpy's OpenBLAS on others.
-MKL dispatches its fast kernels by CPU vendor: on the AMD EPYC development machine, one thread, its float32
-GEMM ran the 40,000 x 512 x 100 logits product at 32 GFLOP/s against OpenBLAS's 51 (float64: 15 against 28) and a
-whole evaluation took 265 ms instead of 195; on an Intel Xeon (AVX-512) a whole evaluation, one thread, took
-77 ms with MKL against 108 with OpenBLAS on those shapes and 7.2 against 13.9 ms on Fashion-MNIST's 16,000 x 512
-x 10 (`benchmarks/probe_vs_sklearn.py`'s shapes). `UNIREP_PROBE_BLAS=numpy|torch` overrides the choice (e.g. to
-run the same kernels on two machines). Both share the tensors' memory (no copy); on a GPU the products stay in
-torch.
+Which BLAS runs the products on CPU (`probe_blas`): torch's MKL on an Intel CPU, numpy's OpenBLAS on others. MKL
+dispatches its fast kernels by CPU vendor: on the AMD EPYC development machine, one thread, its float32 GEMM ran
+the 40,000 x 512 x 100 logits product at 32 GFLOP/s against OpenBLAS's 51 (float64: 15 against 28) and a whole
+evaluation took 265 ms instead of 195 (the layout before the one above); on an Intel Xeon (AVX-512) a whole
+evaluation in the layouts above, one thread, took 73 ms with MKL against 108 with OpenBLAS on those shapes and 5.8
+against 10.7 ms on Fashion-MNIST's 16,000 x 512 x 10 (`benchmarks/probe_vs_sklearn.py`'s shapes).
+`UNIREP_PROBE_BLAS=numpy|torch` overrides the choice (e.g. to run the same kernels on two machines). Both share the
+tensors' memory (no copy); on a GPU the products stay in torch.
 """
 
 from __future__ import annotations
