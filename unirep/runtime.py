@@ -80,8 +80,9 @@ def cpu_info(field: str) -> str:
     read (not Linux, or no such field)."""
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.split(":", 1)[0].strip() == field:
-                return line.split(":", 1)[1].strip()
+            name, _, value = line.partition(":")
+            if name.strip() == field:
+                return value.strip()
     except OSError:
         pass
     return ""
