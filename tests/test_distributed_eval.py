@@ -12,8 +12,11 @@ test_efficientnet_gn, random weights, GroupNorm: no batch statistics) sees other
 run (rank 1's batches start at the middle of a split), which may change float32 summation order: its features
 are compared at rtol=atol=1e-5 (their magnitude is ~1), its kNN records exactly (a vote that float32 noise could
 flip would need two neighbours within ~1e-6 in cosine; none here, and such a case would fail loudly, not pass),
-its linear records by the same chosen C and >= 99 % equal test predictions (C chosen on a flat val curve could in
-principle flip with noise; the hyperparameters are asserted equal). Both runs use one thread per process
+its linear records by the same selection (C, tolerance, tie rule and uncertain val predictions at C: what the
+noise-stable selection promises on features that agree to float32 noise) and >= 99 % equal test predictions. Which
+near-best Cs the selection re-solved (`reselected_Cs`) follows the loose sweep's scores, so the noise: it is the
+work done, not the outcome, and is compared for raw pixels only (seen on an AMD EPYC: [0.01, 0.1, 1, 10] against
+[0.01, 0.1, 1], the same C 0.01 with no uncertain prediction). Both runs use one thread per process
 (OMP_NUM_THREADS=1 / torch.set_num_threads(1)), so the probes' own summation order is the same.
 """
 
@@ -159,11 +162,16 @@ def test_two_process_eval_equals_one_process_eval_and_only_rank_zero_writes(tmp_
         exact += np.array_equal(ddp_entries[name]["features"], entry["features"])
     assert exact >= 3  # raw pixels: bit-identical
 
-    # The records: raw pixels and kNN exactly; the CNN's linear probe chooses the same C on features that agree to
-    # float32 noise (checked above), and its test predictions are those of that C.
+    # The records: raw pixels and kNN exactly; the CNN's linear probe makes the same selection on features that
+    # agree to float32 noise (checked above), and its test predictions are those of that C.
     for key, want in single.items():
         got = ddp[key]
-        assert got.hyperparameters == want.hyperparameters, key
+        if key[0] == "raw-pixels" or key[1] == "knn":
+            assert got.hyperparameters == want.hyperparameters, key
+        else:
+            outcome = {name: value for name, value in want.hyperparameters.items() if name != "reselected_Cs"}
+            assert {name: got.hyperparameters[name] for name in outcome} == outcome, key
+            assert want.hyperparameters["C"] in got.hyperparameters["reselected_Cs"], key  # chosen on a tight score
         assert (got.n_train, got.n_val, got.n_test) == (want.n_train, want.n_val, want.n_test)
         assert got.test_labels == want.test_labels
         if key[0] == "raw-pixels" or key[1] == "knn":
