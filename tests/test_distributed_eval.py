@@ -169,6 +169,7 @@ def test_two_process_eval_equals_one_process_eval_and_only_rank_zero_writes(tmp_
         if key[0] == "raw-pixels" or key[1] == "knn":
             assert got.hyperparameters == want.hyperparameters, key
         else:
+            assert got.hyperparameters.keys() == want.hyperparameters.keys(), key
             outcome = {name: value for name, value in want.hyperparameters.items() if name != "reselected_Cs"}
             assert {name: got.hyperparameters[name] for name in outcome} == outcome, key
             assert want.hyperparameters["C"] in got.hyperparameters["reselected_Cs"], key  # chosen on a tight score
