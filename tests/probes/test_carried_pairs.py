@@ -50,12 +50,13 @@ def test_carried_pairs_are_the_same_steps_and_gradient_changes_in_the_refits_sta
         assert pairs.add(step, change)
     carrier = solution(thetas[-1])
     carrier.keep_curvature(pairs, l2)
-    moved_steps, moved_changes = (torch.stack(rows) for rows in carrier.restandardised(refit).curvature)
+    moved = carrier.restandardised(refit)
+    moved_steps, moved_changes = (torch.stack(rows) for rows in moved.curvature)
     for i, (older, newer) in enumerate(zip(thetas, thetas[1:])):
         torch.testing.assert_close(moved_steps[i], in_refit(newer) - in_refit(older), rtol=1e-10, atol=1e-12)
         expected = data_gradient(train_in_refit, in_refit(newer)) - data_gradient(train_in_refit, in_refit(older))
         torch.testing.assert_close(moved_changes[i], expected, rtol=1e-8, atol=1e-10)
     # the penalty of another C is added back for the refit's solve, pair by pair
-    refit_pairs = carrier.restandardised(refit).curvature_pairs(2 * l2)
+    refit_pairs = moved.curvature_pairs(2 * l2)
     torch.testing.assert_close(torch.stack(refit_pairs.grad_changes)[:, : n_classes * dim],
                                moved_changes[:, : n_classes * dim] + 2 * l2 * moved_steps[:, : n_classes * dim])
