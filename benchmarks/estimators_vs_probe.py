@@ -41,9 +41,10 @@ from sklearn.model_selection import train_test_split
 
 from unirep.estimators import create_estimator, list_estimators
 from unirep.metrics import Metric
+from unirep.probes.linear import DEFAULT_CS
 
 FASHION_DIR = Path("/usr/share/datasets/fashion-mnist")
-CS = np.logspace(-6, 5, 45)
+CS = DEFAULT_CS  # the linear probe's own grid (machine-independent bits: unirep.probes.linear.c_grid)
 
 
 def task_features(backbone_name: str, task_name: str) -> tuple[np.ndarray, np.ndarray]:

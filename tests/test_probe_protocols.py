@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 
+import mpmath
 import numpy as np
 import pytest
 from sklearn.neighbors import NearestCentroid
@@ -24,7 +25,7 @@ from unirep.fileio import sha256_json
 from unirep.metrics import Metric
 from unirep.probes import FeatureSplit, register_probe
 from unirep.probes.base import Probe, SweepPoint
-from unirep.probes.linear import c_grid
+from unirep.probes.linear import DEFAULT_CS, c_grid
 from unirep.protocols import PROTOCOLS, _import_protocols, build_probe, create_protocol
 from unirep.tasks import create_task
 
@@ -152,10 +153,31 @@ def test_the_test_probe_passes_the_sklearn_contract_too():
     assert not failed, [(r["check_name"], str(r["exception"])[:200]) for r in failed]
 
 
+def _nearest_powers_of_ten(min_exp: float, max_exp: float, n: int) -> np.ndarray:
+    """10^e for n exponents evenly spaced from min_exp to max_exp, each the double nearest to it: mpmath at 60
+    digits (arbitrary precision, no CPU's pow involved), independent of c_grid's decimal arithmetic."""
+    mpmath.mp.dps = 60
+    low, high = mpmath.mpf(min_exp), mpmath.mpf(max_exp)
+    return np.array([float(mpmath.power(10, low + (high - low) * i / max(n - 1, 1))) for i in range(n)])
+
+
+@pytest.mark.parametrize("min_exp, max_exp, n", [(-6.0, 5.0, 45), (-6.0, 5.0, 7), (-4.0, 2.0, 5), (-2.5, 1.0, 8),
+                                                 (0.0, 0.0, 1)])
+def test_the_c_grid_is_the_nearest_doubles_to_its_powers_of_ten(min_exp, max_exp, n):
+    """The same bits on every machine: np.logspace's SIMD power gave 0.056234132519034905 for 10^-1.25 on an
+    AVX-512 Xeon, where the nearest double (another machine's answer) is 0.05623413251903491."""
+    grid = c_grid(min_exp, max_exp, n)
+    np.testing.assert_array_equal(grid, _nearest_powers_of_ten(min_exp, max_exp, n))
+    np.testing.assert_allclose(grid, np.logspace(min_exp, max_exp, n), rtol=1e-14)  # the grid it replaces
+    if n == 45:
+        assert (grid[19], grid[27]) == (0.05623413251903491, 5.623413251903491)
+        np.testing.assert_array_equal(DEFAULT_CS, grid)
+
+
 def test_builtin_probes_get_the_run_config_settings():
     cfg = load_config(EvalConfig, dotlist=["tasks=[x]", "linear.n_c=7", "linear.max_iter=50", "knn.ks=[1,4]",
                                            "fewshot.fallback_C=0.5", "fewshot.fallback_k=3"], backbones=["x"])
-    grid = np.logspace(-6.0, 5.0, 7)
+    grid = _nearest_powers_of_ten(-6.0, 5.0, 7)
     np.testing.assert_array_equal(c_grid(-6.0, 5.0, 7), grid)
     linear = build_probe("linear", cfg)
     np.testing.assert_array_equal(linear.Cs, grid)

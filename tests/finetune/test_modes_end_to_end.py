@@ -16,13 +16,14 @@ from unirep.evaluate import evaluate
 from unirep.finetune.module import Classifier
 from unirep.finetune.saved_selection import SavedSelection
 from unirep.metrics import Metric
+from unirep.probes.linear import DEFAULT_CS
 from unirep.tasks import create_task
 from unirep.training.data import cache_split
 from unirep.training.optim import WEIGHT_DECAY_RULE
 
 TASK = "lfw-faces"
 BACKBONE = "random:test_resnet"
-C_GRID = np.logspace(-6, 5, 45)
+C_GRID = DEFAULT_CS  # the linear probe's grid, whose values the record must hold exactly
 # name -> (overrides, the phases it runs, the last phase's candidate learning rates). LP-FT's fine-tuning phase runs
 # at lrs x lpft_lr_factor (0.1). The probe head of a random network reads features whose spread is tiny in some
 # dimensions, so its weights are large and fine-tuning through it diverges at higher rates: val is separable here, and

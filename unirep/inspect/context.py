@@ -338,8 +338,9 @@ class InspectContext:
         if classifier is None:
             from unirep.metrics import Metric
             from unirep.probes import FeatureSplit, create_probe
+            from unirep.probes.linear import c_grid
 
-            probe = create_probe("linear", Cs=list(np.logspace(-4, 2, 5)))
+            probe = create_probe("linear", Cs=list(c_grid(-4, 2, 5)))
             probe.select(FeatureSplit(*features("train")), FeatureSplit(*features("val")), Metric.TOP1)
             classifier = ProbeClassifier(normalize, backbone, linear_head_from_probe(probe, num_classes)).eval()
             provenance["probe"] = {"name": "linear", **dict(probe.selected_params_)}

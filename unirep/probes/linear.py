@@ -73,7 +73,9 @@ re-solved Cs' scores of step 3 and the loose ones elsewhere.
 
 from __future__ import annotations
 
+import decimal
 import math
+from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -96,8 +98,19 @@ if TYPE_CHECKING:
 
 
 def c_grid(min_exp: float, max_exp: float, n: int) -> np.ndarray:
-    """The C grid every linear probe sweeps: n values evenly spaced in log10 from 10^min_exp to 10^max_exp."""
-    return np.logspace(min_exp, max_exp, n)
+    """The C grid every linear probe sweeps: n values evenly spaced in log10 from 10^min_exp to 10^max_exp, each
+    the double nearest to its 10^e, computed in decimal arithmetic (40 digits): the same bits on every machine.
+
+    Why not `np.logspace`: it goes through numpy's SIMD `power`, whose last bit depends on the CPU. With numpy
+    2.4.6 an Intel Xeon (AVX-512) returned 0.056234132519034905 and 5.62341325190349 for 10^-1.25 and 10^0.75 of
+    the default grid, an AMD EPYC (AVX2) the nearest doubles 0.05623413251903491 and 5.623413251903491, so the
+    same selection was recorded with another C (and solved with another penalty) on each machine. The default
+    grid's 45 values equal the AMD EPYC's `np.logspace`; a 7-value grid differed from it in 4."""
+    with decimal.localcontext() as context:
+        context.prec = 40
+        low, high = Decimal(repr(float(min_exp))), Decimal(repr(float(max_exp)))
+        exponents = [low] if n == 1 else [low + (high - low) * i / (n - 1) for i in range(n)]
+        return np.array([float(Decimal(10) ** exponent) for exponent in exponents])
 
 
 # Kornblith et al. 2019 / ssl-transfer: 10^linspace(-6, 5, 45), the `linear` section's defaults.
