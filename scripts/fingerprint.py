@@ -6,7 +6,8 @@ entry the SHA-256 of the features and a fixed seeded projection of the first row
 differences can be measured without shipping the features; per record the test score, the val score and what was
 selected on val. `compare` reads two such files and prints, for features, how many entries are bit-identical and
 the largest relative difference of the others; for records, which cells are identical, which moved (by how much)
-and whether the selection changed.
+and whether the selection changed: in a chosen value (another C, k, ...), in the linear probe's certificate only (its
+count of uncertain val predictions), or in floats' last bits only.
 
     .venv/bin/python scripts/fingerprint.py write runs/quickstart/eval --cache-dir ~/.cache/unirep/features \
         --out leaderboard/fingerprint.json
@@ -75,6 +76,32 @@ def write(run_dir: Path, cache_dir: Path, out: Path) -> None:
     print(f"fingerprint: {len(features)} feature entries, {len(cells)} records -> {out}")
 
 
+# How two records' selections can differ, most serious first (`selection_difference`).
+SELECTION_DIFFERENCES = ("in a chosen value", "in the certificate only", "in last bits only")
+# Bookkeeping of the linear probe's noise-stable choice (unirep.probes.linear): how many val predictions its tight
+# solve could not vouch for. It follows where the solve stopped, so it may differ where the choice does not.
+CERTIFICATE_KEYS = ("uncertain_val",)
+LAST_BITS = 1e-12  # relative: floats this close are the same setting computed with another rounding
+
+
+def selection_difference(a: dict, b: dict) -> str:
+    """"" when equal; else which of `SELECTION_DIFFERENCES`: another value of a chosen setting (C, k, lr, ...), only
+    the certificate's counts (`CERTIFICATE_KEYS`), or only floats within `LAST_BITS` of each other (e.g. a C grid
+    computed by another CPU's pow)."""
+    if a == b:
+        return ""
+    differing = [k for k in set(a) | set(b) if a.get(k) != b.get(k)]
+    chosen = [k for k in differing if k not in CERTIFICATE_KEYS]
+    if any(not _same_float(a.get(k), b.get(k)) for k in chosen):
+        return SELECTION_DIFFERENCES[0]
+    return SELECTION_DIFFERENCES[1] if len(chosen) < len(differing) else SELECTION_DIFFERENCES[2]
+
+
+def _same_float(x: object, y: object) -> bool:
+    numbers = all(isinstance(v, int | float) and not isinstance(v, bool) for v in (x, y))
+    return numbers and abs(float(x) - float(y)) <= LAST_BITS * max(abs(float(x)), abs(float(y)))
+
+
 def compare(a_path: Path, b_path: Path) -> None:
     a, b = (json.loads(Path(p).read_text()) for p in (a_path, b_path))
     for key in sorted(set(a["machine"]) | set(b["machine"])):
@@ -91,13 +118,15 @@ def compare(a_path: Path, b_path: Path) -> None:
         print(f"  {key}: max relative difference of the projected rows {rel:.1e}")
     common = sorted(set(a["records"]) & set(b["records"]))
     moved = [k for k in common if a["records"][k]["score"] != b["records"][k]["score"]]
-    reselected = [k for k in common if a["records"][k]["selected"] != b["records"][k]["selected"]]
+    kinds = {k: selection_difference(a["records"][k]["selected"], b["records"][k]["selected"]) for k in common}
+    reselected = [k for k in common if kinds[k]]
+    counts = ", ".join(f"{sum(kinds[k] == kind for k in reselected)} {kind}" for kind in SELECTION_DIFFERENCES)
     print(f"records: {len(common) - len(moved)} of {len(common)} test scores identical, "
-          f"{len(reselected)} selections differ")
+          f"{len(reselected)} selections differ ({counts})")
     for key in sorted(set(moved) | set(reselected)):
         ra, rb = a["records"][key], b["records"][key]
         print(f"  {key}: {ra['score']:.6g} -> {rb['score']:.6g} ({rb['score'] - ra['score']:+.2g})"
-              + (f"; selected {ra['selected']} -> {rb['selected']}" if ra["selected"] != rb["selected"] else ""))
+              + (f"; selected ({kinds[key]}) {ra['selected']} -> {rb['selected']}" if kinds[key] else ""))
     only = sorted(set(a["records"]) ^ set(b["records"]))
     if only:
         print(f"records in one file only: {len(only)} (e.g. {only[0]})")

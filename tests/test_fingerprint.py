@@ -66,5 +66,31 @@ def test_compare_reports_identical_and_moved_cells(written):
     report = fingerprint("compare", str(root / "a.json"), str(root / "b.json"))
     assert "2 of 3 entries bit-identical" in report
     assert "raw-pixels | lfw-faces | test: max relative difference of the projected rows 2.0e-06" in report
-    assert "records: 1 of 2 test scores identical, 1 selections differ" in report
-    assert "(+0.5)" in report and "-> {'C': 123.0}" in report
+    assert ("records: 1 of 2 test scores identical, 1 selections differ (1 in a chosen value, 0 in the certificate "
+            "only, 0 in last bits only)") in report
+    assert "(+0.5)" in report and "selected (in a chosen value)" in report and "-> {'C': 123.0}" in report
+
+
+@pytest.mark.parametrize("change, kind", [
+    ({"C": "next float"}, "0 in a chosen value, 0 in the certificate only, 1 in last bits only"),
+    ({"uncertain_val": 3}, "0 in a chosen value, 1 in the certificate only, 0 in last bits only"),
+    ({"C": "next float", "uncertain_val": 3}, "0 in a chosen value, 1 in the certificate only, 0 in last bits only"),
+    ({"C": "1e-9 apart"}, "1 in a chosen value, 0 in the certificate only, 0 in last bits only"),
+])
+def test_compare_tells_a_changed_choice_from_bookkeeping(written, change, kind):
+    """The same C one bit apart (another CPU's pow in the grid) or another count of uncertain val predictions is not
+    another choice; a C 1e-9 apart is (no grid holds two such values, so it is another setting)."""
+    root, a, _, _ = written
+    b = json.loads(json.dumps(a))
+    linear = next(k for k in b["records"] if "| linear |" in k)
+    selected = b["records"][linear]["selected"]
+    assert {"C", "uncertain_val"} <= set(selected)
+    for key, value in change.items():
+        if value == "next float":
+            value = float(np.nextafter(selected["C"], np.inf))
+        elif value == "1e-9 apart":
+            value = selected["C"] * (1 + 1e-9)
+        selected[key] = value
+    (root / "changed.json").write_text(json.dumps(b))
+    report = fingerprint("compare", str(root / "a.json"), str(root / "changed.json"))
+    assert f"records: 2 of 2 test scores identical, 1 selections differ ({kind})" in report
