@@ -156,9 +156,9 @@ def test_the_test_probe_passes_the_sklearn_contract_too():
 def _nearest_powers_of_ten(min_exp: float, max_exp: float, n: int) -> np.ndarray:
     """10^e for n exponents evenly spaced from min_exp to max_exp, each the double nearest to it: mpmath at 60
     digits (arbitrary precision, no CPU's pow involved), independent of c_grid's decimal arithmetic."""
-    mpmath.mp.dps = 60
-    low, high = mpmath.mpf(min_exp), mpmath.mpf(max_exp)
-    return np.array([float(mpmath.power(10, low + (high - low) * i / max(n - 1, 1))) for i in range(n)])
+    with mpmath.workdps(60):
+        low, high = mpmath.mpf(min_exp), mpmath.mpf(max_exp)
+        return np.array([float(mpmath.power(10, low + (high - low) * i / max(n - 1, 1))) for i in range(n)])
 
 
 @pytest.mark.parametrize("min_exp, max_exp, n", [(-6.0, 5.0, 45), (-6.0, 5.0, 7), (-4.0, 2.0, 5), (-2.5, 1.0, 8),
